@@ -1,0 +1,117 @@
+import { spawn } from 'node:child_process';
+import { mkdirSync, openSync, closeSync } from 'node:fs';
+import http from 'node:http';
+import { daemonLog, daemonSocket, resolveLayout, type Layout } from '../daemon/paths.js';
+
+/** An error the daemon answered with; its message already says what to do. */
+export class ApiError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+    readonly code: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface Response<T> {
+  status: number;
+  body: T;
+}
+
+function request<T>(socketPath: string, method: string, url: string, body?: unknown): Promise<Response<T>> {
+  return new Promise((resolve, reject) => {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const req = http.request(
+      {
+        socketPath,
+        method,
+        path: url,
+        headers: payload
+          ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }
+          : {},
+      },
+      (res) => {
+        let data = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (data += d));
+        res.on('end', () => {
+          const parsed = data ? (JSON.parse(data) as T) : (undefined as T);
+          resolve({ status: res.statusCode ?? 0, body: parsed });
+        });
+      },
+    );
+    req.on('error', reject);
+    if (payload) req.write(payload);
+    req.end();
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Talks to phyllomed over its Unix socket, starting one in the background if none runs. */
+export class Client {
+  readonly layout: Layout = resolveLayout();
+  readonly socket = daemonSocket(this.layout);
+  private ready: Promise<void> | undefined;
+
+  private async ensureDaemon(): Promise<void> {
+    try {
+      await request(this.socket, 'GET', '/v1/vms');
+      return;
+    } catch {
+      /* none answering: start one */
+    }
+    mkdirSync(this.layout.home, { recursive: true, mode: 0o750 });
+    const log = openSync(daemonLog(this.layout), 'a', 0o640);
+    const script = process.argv[1];
+    if (!script) throw new Error('cannot find the phyllome program to start phyllomed');
+    const child = spawn(process.execPath, [script, 'daemon'], {
+      detached: true,
+      stdio: ['ignore', log, log],
+    });
+    closeSync(log);
+    let exited: number | null | undefined;
+    child.on('exit', (code) => (exited = code));
+    child.unref();
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      try {
+        await request(this.socket, 'GET', '/v1/vms');
+        return;
+      } catch {
+        if (exited !== undefined || Date.now() > deadline) {
+          throw new Error(`phyllomed did not start: see ${daemonLog(this.layout)}`);
+        }
+        await sleep(50);
+      }
+    }
+  }
+
+  async call<T>(method: string, url: string, body?: unknown): Promise<T> {
+    this.ready ??= this.ensureDaemon();
+    await this.ready;
+    const res = await request<T & { error?: { message: string; code: string } }>(
+      this.socket,
+      method,
+      url,
+      body,
+    );
+    if (res.status >= 400) {
+      const err = res.body?.error;
+      throw new ApiError(
+        err?.message ?? `phyllomed answered ${res.status}`,
+        res.status,
+        err?.code ?? 'error',
+      );
+    }
+    return res.body;
+  }
+
+  /** ws+unix URL of a daemon WebSocket endpoint. */
+  async wsUrl(path: string): Promise<string> {
+    this.ready ??= this.ensureDaemon();
+    await this.ready;
+    return `ws+unix://${this.socket}:${path}`;
+  }
+}

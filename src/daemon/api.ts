@@ -1,0 +1,243 @@
+import fastifySwagger from '@fastify/swagger';
+import fastifyWebsocket from '@fastify/websocket';
+import Fastify, { LogController } from 'fastify';
+import {
+  hasZodFastifySchemaValidationErrors,
+  jsonSchemaTransform,
+  validatorCompiler,
+  type ZodTypeProvider,
+} from 'fastify-type-provider-zod';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import { bootSpec, diskSpec, SpecError, vmSpec, vmSpecInput } from '../spec/schema.js';
+import { BusyError } from './lock.js';
+import { UserError } from './errors.js';
+import type { SerialHub } from './serial.js';
+import type { VmManager } from './vms.js';
+import type { AccelDecision } from '../host/accel.js';
+import type { QemuInfo } from '../host/qemu-binary.js';
+import { VERSION } from '../version.js';
+
+const errorBody = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
+
+const vmInfo = z.object({
+  name: z.string(),
+  uuid: z.string(),
+  state: z.enum(['stopped', 'starting', 'running', 'paused', 'stopping']),
+  reason: z.string().optional(),
+  pid: z.number().optional(),
+  accel: z.string().optional(),
+  warnings: z.array(z.string()),
+  spec: vmSpec,
+});
+
+/** Stop also says whether the guest had to be forced off. */
+const actionResult = vmInfo.extend({ forced: z.boolean().optional() });
+
+/** Create takes what a user chooses; a disk's format may be left out and is read from the file. */
+const createBody = vmSpecInput.extend({
+  boot: bootSpec.optional(),
+  disks: z
+    .array(diskSpec.partial({ format: true }))
+    .max(16)
+    .optional(),
+});
+
+const nameParams = z.object({ name: z.string() });
+const stopBody = z
+  .object({
+    force: z.boolean().optional(),
+    timeout: z.number().int().min(0).max(3600).optional().describe('seconds to wait for the guest'),
+  })
+  .optional();
+
+const errors = { 400: errorBody, 404: errorBody, 409: errorBody };
+
+export interface ApiDeps {
+  manager: VmManager;
+  qemu: QemuInfo;
+  accel: Promise<AccelDecision>;
+  logger: Logger;
+  /** Bearer token required on TCP connections; Unix socket peers are trusted by file mode. */
+  token?: string;
+}
+
+/** A thin layer that only translates HTTP requests into VmManager calls, like Firecracker's API. */
+export async function buildApi(deps: ApiDeps) {
+  const { manager } = deps;
+  const app = Fastify({
+    loggerInstance: deps.logger,
+    logController: new LogController({ disableRequestLogging: true }),
+  });
+  app.setValidatorCompiler(validatorCompiler);
+  // Responses are our own objects; plain JSON keeps the schemas for documentation only.
+  app.setSerializerCompiler(() => (data) => JSON.stringify(data));
+  await app.register(fastifySwagger, {
+    openapi: { info: { title: 'phyllomed', description: 'Phyllome VM manager API', version: VERSION } },
+    transform: jsonSchemaTransform,
+  });
+  await app.register(fastifyWebsocket);
+
+  app.addHook('onRequest', async (request, reply) => {
+    const overTcp = request.raw.socket.remoteAddress !== undefined;
+    if (overTcp && request.headers.authorization !== `Bearer ${deps.token}`) {
+      await reply
+        .code(401)
+        .send({ error: { code: 'unauthorized', message: 'missing or wrong bearer token' } });
+    }
+  });
+
+  app.setErrorHandler(async (error, _request, reply) => {
+    if (hasZodFastifySchemaValidationErrors(error)) {
+      const problems = error.validation.map((v) => {
+        const where = v.instancePath.replace(/^\//, '').replaceAll('/', '.');
+        return where ? `${where}: ${v.message}` : (v.message ?? 'invalid');
+      });
+      return reply.code(400).send({ error: { code: 'invalid-spec', message: problems.join('; ') } });
+    }
+    if (error instanceof SpecError) {
+      return reply.code(400).send({ error: { code: 'invalid-spec', message: error.message } });
+    }
+    if (error instanceof UserError) {
+      return reply.code(error.status).send({ error: { code: error.code, message: error.message } });
+    }
+    if (error instanceof BusyError) {
+      return reply.code(409).send({ error: { code: 'busy', message: error.message } });
+    }
+    const e = error as Error & { statusCode?: number };
+    if (e.statusCode && e.statusCode < 500) {
+      return reply.code(e.statusCode).send({ error: { code: 'bad-request', message: e.message } });
+    }
+    deps.logger.error({ err: e }, 'request failed');
+    return reply.code(500).send({ error: { code: 'internal', message: e.message } });
+  });
+
+  const api = app.withTypeProvider<ZodTypeProvider>();
+
+  api.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  api.get(
+    '/v1/host',
+    {
+      schema: {
+        summary: 'What phyllomed runs on: QEMU and the accelerator',
+        response: {
+          200: z.object({
+            version: z.string(),
+            qemu: z.object({
+              binary: z.string(),
+              version: z.string(),
+              caps: z.object({ sandbox: z.boolean() }),
+            }),
+            accel: z.enum(['kvm', 'tcg']),
+            warnings: z.array(z.string()),
+          }),
+        },
+      },
+    },
+    async () => {
+      const decision = await deps.accel;
+      return {
+        version: VERSION,
+        qemu: deps.qemu,
+        accel: decision.accel,
+        warnings: decision.warning ? [decision.warning] : [],
+      };
+    },
+  );
+
+  api.get('/v1/vms', { schema: { summary: 'List VMs', response: { 200: z.array(vmInfo) } } }, () =>
+    manager.list(),
+  );
+
+  api.post(
+    '/v1/vms',
+    { schema: { summary: 'Define a VM', body: createBody, response: { 201: vmInfo, ...errors } } },
+    async (request, reply) => reply.code(201).send(await manager.create(request.body)),
+  );
+
+  api.get(
+    '/v1/vms/:name',
+    { schema: { summary: 'One VM', params: nameParams, response: { 200: vmInfo, ...errors } } },
+    (request) => manager.info(request.params.name),
+  );
+
+  api.delete(
+    '/v1/vms/:name',
+    {
+      schema: {
+        summary: 'Delete a VM (refused while it runs unless force)',
+        params: nameParams,
+        querystring: z.object({ force: z.enum(['true', 'false']).optional() }),
+        response: { 204: z.null(), ...errors },
+      },
+    },
+    async (request, reply) => {
+      await manager.delete(request.params.name, { force: request.query.force === 'true' });
+      return reply.code(204).send(null);
+    },
+  );
+
+  const action = (
+    verb: string,
+    summary: string,
+    run: (name: string, body: z.infer<typeof stopBody>) => Promise<z.output<typeof actionResult>>,
+  ) =>
+    api.post(
+      `/v1/vms/:name/${verb}`,
+      { schema: { summary, params: nameParams, body: stopBody, response: { 200: actionResult, ...errors } } },
+      (request) => run(request.params.name, request.body),
+    );
+  action('start', 'Start a VM', (name) => manager.start(name));
+  action('stop', 'ACPI shutdown, forced after the timeout', (name, b) =>
+    manager.stop(name, { force: b?.force ?? false, timeoutS: b?.timeout ?? 60 }),
+  );
+  action('force-stop', 'Power off at once', (name) => manager.stop(name, { force: true }));
+  action('pause', 'Pause the vCPUs', (name) => manager.pause(name));
+  action('resume', 'Resume the vCPUs', (name) => manager.resume(name));
+  action('restart', 'Stop (ACPI, then forced) and start again', (name, b) =>
+    manager.restart(name, { timeoutS: b?.timeout ?? 60 }),
+  );
+
+  api.get(
+    '/v1/events',
+    { websocket: true, schema: { summary: 'VM events as JSON messages (WebSocket)' } },
+    (socket) => {
+      const send = (e: unknown) => socket.send(JSON.stringify(e));
+      manager.on('event', send);
+      socket.on('close', () => manager.off('event', send));
+    },
+  );
+
+  api.get(
+    '/v1/vms/:name/console',
+    {
+      websocket: true,
+      schema: {
+        summary: 'Serial console (WebSocket, binary frames); recent output first',
+        params: nameParams,
+      },
+    },
+    (socket, request) => {
+      let hub: SerialHub;
+      try {
+        hub = manager.console(request.params.name);
+      } catch (e) {
+        socket.close(4000, (e as Error).message.slice(0, 120));
+        return;
+      }
+      if (hub.recent.length) socket.send(hub.recent);
+      const forward = (d: Buffer) => socket.send(d);
+      const end = () => socket.close();
+      hub.on('data', forward);
+      hub.once('close', end);
+      socket.on('message', (d: Buffer) => hub.write(d));
+      socket.on('close', () => {
+        hub.off('data', forward);
+        hub.off('close', end);
+      });
+    },
+  );
+
+  return app;
+}

@@ -1,0 +1,15 @@
+/** Errors the API turns into 4xx answers; their message tells the user what to do. */
+export class UserError extends Error {
+  constructor(
+    message: string,
+    readonly status: 400 | 404 | 409 | 423 = 400,
+    readonly code = 'bad-request',
+  ) {
+    super(message);
+  }
+}
+
+export const notFound = (name: string) =>
+  new UserError(`no VM named "${name}": see "phyllome list" for the VMs there are`, 404, 'not-found');
+
+export const conflict = (message: string) => new UserError(message, 409, 'conflict');

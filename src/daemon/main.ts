@@ -1,0 +1,105 @@
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import path from 'node:path';
+import pino from 'pino';
+import { decideAccel } from '../host/accel.js';
+import { inspectQemu } from '../host/qemu-binary.js';
+import { buildApi } from './api.js';
+import { checkSocketPath, daemonPidfile, daemonSocket, resolveLayout } from './paths.js';
+import { VmManager } from './vms.js';
+
+export interface DaemonOptions {
+  /** Loopback TCP address (host:port) served beside the Unix socket, bearer-token protected. */
+  listen?: string;
+  tokenFile?: string;
+}
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|\[::1\])$/;
+
+async function claimPidfile(file: string): Promise<void> {
+  try {
+    await writeFile(file, `${process.pid}\n`, { flag: 'wx' });
+    return;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  }
+  const pid = Number.parseInt(await readFile(file, 'utf8').catch(() => ''), 10);
+  const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  if (pid && pid !== process.pid && cmdline.includes('daemon')) {
+    throw new Error(`phyllomed already runs for this PHYLLOME_HOME (pid ${pid})`);
+  }
+  await writeFile(file, `${process.pid}\n`);
+}
+
+/** Reads or makes the API token (0600) for TCP clients. */
+async function loadToken(file: string): Promise<string> {
+  try {
+    return (await readFile(file, 'utf8')).trim();
+  } catch {
+    const token = randomBytes(24).toString('base64url');
+    await writeFile(file, token + '\n', { mode: 0o600, flag: 'wx' });
+    return token;
+  }
+}
+
+/** phyllomed: serve the API until SIGTERM/SIGINT; VMs keep running when it exits. */
+export async function runDaemon(options: DaemonOptions = {}): Promise<void> {
+  const layout = resolveLayout();
+  const logger = pino({ name: 'phyllomed', level: process.env.PHYLLOME_LOG_LEVEL ?? 'info' });
+  await mkdir(layout.home, { recursive: true, mode: 0o750 });
+  await mkdir(layout.run, { recursive: true, mode: 0o750 });
+  const socketPath = daemonSocket(layout);
+  checkSocketPath(socketPath);
+  const pidfile = daemonPidfile(layout);
+  await claimPidfile(pidfile);
+
+  const qemu = await inspectQemu();
+  const accel = decideAccel(qemu.binary);
+  void accel.then((d) =>
+    d.warning ? logger.warn(d.warning) : logger.info('KVM works: VMs use hardware acceleration'),
+  );
+  const manager = new VmManager(layout, { qemu, accel }, logger);
+  await manager.load();
+
+  let token: string | undefined;
+  if (options.listen) token = await loadToken(options.tokenFile ?? path.join(layout.home, 'api-token'));
+  const app = await buildApi({ manager, qemu, accel, logger, ...(token ? { token } : {}) });
+
+  await rm(socketPath, { force: true });
+  await app.listen({ path: socketPath });
+  await chmod(socketPath, 0o660);
+  logger.info({ socket: socketPath, home: layout.home }, 'phyllomed ready');
+
+  let tcp: http.Server | undefined;
+  if (options.listen) {
+    const at = options.listen.lastIndexOf(':');
+    const host = options.listen.slice(0, at);
+    const port = Number(options.listen.slice(at + 1));
+    if (!LOOPBACK.test(host) || !Number.isInteger(port)) {
+      throw new Error(
+        `--listen takes a loopback address and port, like 127.0.0.1:8470 (got ${options.listen})`,
+      );
+    }
+    // One Fastify instance serves both listeners: TCP requests go through the same routes and hooks.
+    tcp = http.createServer((req, res) => app.routing(req, res));
+    tcp.on('upgrade', (req, socket, head) => app.server.emit('upgrade', req, socket, head));
+    await new Promise<void>((resolve, reject) => {
+      tcp!.once('error', reject);
+      tcp!.listen(port, host.replace(/^\[|\]$/g, ''), resolve);
+    });
+    logger.info({ listen: options.listen }, 'also listening on loopback TCP (bearer token required)');
+  }
+
+  const shutdown = async (signal: string) => {
+    logger.info({ signal }, 'phyllomed stopping; VMs keep running');
+    manager.detachAll();
+    tcp?.close();
+    await app.close();
+    await rm(socketPath, { force: true });
+    await rm(pidfile, { force: true });
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void shutdown('SIGTERM'));
+  process.once('SIGINT', () => void shutdown('SIGINT'));
+}

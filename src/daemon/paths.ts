@@ -1,0 +1,68 @@
+import { createHash } from 'node:crypto';
+import path from 'node:path';
+import type { RuntimeFiles } from '../qemu/cmdline.js';
+
+export interface Layout {
+  /** Persistent state: one folder per VM. */
+  home: string;
+  /** Runtime files: sockets, pidfiles; gone after a reboot. */
+  run: string;
+}
+
+const isRoot = () => process.getuid?.() === 0;
+
+/**
+ * PHYLLOME_HOME defaults to /var/lib/phyllome for root and $XDG_DATA_HOME/phyllome otherwise. The runtime
+ * folder is /run/phyllome (or $XDG_RUNTIME_DIR/phyllome); a non-default home gets its own subfolder there
+ * so two homes never share sockets. PHYLLOME_RUNTIME_DIR overrides it.
+ */
+export function resolveLayout(env: NodeJS.ProcessEnv = process.env): Layout {
+  const xdgData = env.XDG_DATA_HOME || path.join(env.HOME ?? '/root', '.local/share');
+  const defaultHome = isRoot() ? '/var/lib/phyllome' : path.join(xdgData, 'phyllome');
+  const home = path.resolve(env.PHYLLOME_HOME || defaultHome);
+  if (env.PHYLLOME_RUNTIME_DIR) return { home, run: path.resolve(env.PHYLLOME_RUNTIME_DIR) };
+  const runBase =
+    isRoot() || !env.XDG_RUNTIME_DIR ? '/run/phyllome' : path.join(env.XDG_RUNTIME_DIR, 'phyllome');
+  const run =
+    home === defaultHome
+      ? runBase
+      : path.join(runBase, createHash('sha256').update(home).digest('hex').slice(0, 12));
+  return { home, run };
+}
+
+export const vmDir = (layout: Layout, name: string): string => path.join(layout.home, 'vms', name);
+export const vmSpecFile = (layout: Layout, name: string): string => path.join(vmDir(layout, name), 'vm.json');
+export const vmStatusFile = (layout: Layout, name: string): string =>
+  path.join(vmDir(layout, name), 'status.json');
+export const vmsDir = (layout: Layout): string => path.join(layout.home, 'vms');
+export const daemonSocket = (layout: Layout): string => path.join(layout.run, 'phyllomed.sock');
+export const daemonPidfile = (layout: Layout): string => path.join(layout.run, 'phyllomed.pid');
+export const daemonLog = (layout: Layout): string => path.join(layout.home, 'phyllomed.log');
+
+export const runtimeDir = (layout: Layout, name: string): string => path.join(layout.run, 'vms', name);
+
+export function runtimeFiles(
+  layout: Layout,
+  name: string,
+): RuntimeFiles & { dir: string; qemuLog: string; serialLog: string } {
+  const dir = runtimeDir(layout, name);
+  return {
+    dir,
+    qmp: path.join(dir, 'qmp.sock'),
+    serial: path.join(dir, 'serial.sock'),
+    pidfile: path.join(dir, 'qemu.pid'),
+    // Logs outlive the runtime folder so a crash can be read after cleanup.
+    serialLog: path.join(vmDir(layout, name), 'serial.log'),
+    qemuLog: path.join(vmDir(layout, name), 'qemu.log'),
+  };
+}
+
+/** Unix socket paths are limited to 107 bytes; say so plainly instead of failing inside QEMU. */
+export const MAX_SOCKET_PATH = 107;
+export function checkSocketPath(p: string): void {
+  if (Buffer.byteLength(p) > MAX_SOCKET_PATH) {
+    throw new Error(
+      `socket path ${p} is longer than ${MAX_SOCKET_PATH} bytes: set PHYLLOME_RUNTIME_DIR to a shorter folder`,
+    );
+  }
+}

@@ -1,0 +1,470 @@
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { constants } from 'node:fs';
+import { access, mkdir, readFile, rm } from 'node:fs/promises';
+import type { Logger } from 'pino';
+import type { AccelDecision } from '../host/accel.js';
+import type { QemuInfo } from '../host/qemu-binary.js';
+import { buildQemuArgs } from '../qemu/cmdline.js';
+import { QmpClient, QmpError, type QmpEvent } from '../qemu/qmp.js';
+import { isQemuFor, killQemu, readPidfile, spawnDetached, waitGone } from '../qemu/process.js';
+import { parseSpecInput, SCHEMA_VERSION, type VmSpec } from '../spec/schema.js';
+import { conflict, notFound, UserError } from './errors.js';
+import { KeyedLock } from './lock.js';
+import { checkSocketPath, runtimeFiles, type Layout } from './paths.js';
+import { SerialHub } from './serial.js';
+import { StateStore } from './store.js';
+import { withDiskFormats } from '../storage/format.js';
+
+export type VmState = 'stopped' | 'starting' | 'running' | 'paused' | 'stopping';
+
+export interface VmInfo {
+  name: string;
+  uuid: string;
+  state: VmState;
+  /** Why the VM is in this state, e.g. "crashed: QEMU exited while phyllomed was down". */
+  reason?: string;
+  pid?: number;
+  accel?: string;
+  warnings: string[];
+  spec: VmSpec;
+}
+
+export interface VmEvent {
+  type: 'state' | 'created' | 'deleted' | 'qemu-event';
+  vm: string;
+  state?: VmState;
+  reason?: string;
+  event?: string;
+  at: string;
+}
+
+interface Vm {
+  spec: VmSpec;
+  state: VmState;
+  reason?: string;
+  pid?: number;
+  accel?: string;
+  qmp?: QmpClient;
+  serial?: SerialHub;
+  /** The guest or the user asked for a shutdown, so QEMU exiting is expected. */
+  shutdownExpected?: boolean;
+  exited?: Promise<void>;
+  startedAt?: string;
+}
+
+export interface HostFacts {
+  qemu: QemuInfo;
+  accel: Promise<AccelDecision>;
+}
+
+const LOCK_WAIT_MS = 120_000;
+const QMP_START_TIMEOUT_MS = 15_000;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Owns every VM of one PHYLLOME_HOME: lifecycle over QMP, state from QMP events, state kept as files. */
+export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
+  private readonly vms = new Map<string, Vm>();
+  private readonly lock = new KeyedLock();
+  readonly store: StateStore;
+
+  constructor(
+    readonly layout: Layout,
+    readonly host: HostFacts,
+    private readonly log: Logger,
+  ) {
+    super();
+    this.store = new StateStore(layout);
+  }
+
+  /** Loads every VM and re-adopts QEMU processes that outlived a previous daemon. */
+  async load(): Promise<void> {
+    await this.store.init();
+    await mkdir(this.layout.run, { recursive: true, mode: 0o750 });
+    for (const name of await this.store.listNames()) {
+      try {
+        const spec = await this.store.readSpec(name);
+        const vm: Vm = { spec, state: 'stopped' };
+        this.vms.set(name, vm);
+        await this.adopt(vm);
+      } catch (e) {
+        this.log.error({ vm: name, err: (e as Error).message }, 'cannot load VM, skipping it');
+      }
+    }
+  }
+
+  private async adopt(vm: Vm): Promise<void> {
+    const files = runtimeFiles(this.layout, vm.spec.name);
+    const stored = await this.store.readStatus(vm.spec.name);
+    const pid = await readPidfile(files.pidfile);
+    if (pid && (await isQemuFor(pid, vm.spec.uuid))) {
+      try {
+        const qmp = await QmpClient.connect(files.qmp, { connectTimeoutMs: 5000 });
+        vm.pid = pid;
+        vm.accel = stored?.accel;
+        vm.startedAt = stored?.startedAt;
+        this.attach(vm, qmp);
+        vm.serial = await SerialHub.connect(files.serial, files.serialLog).catch((e: Error) => {
+          this.log.warn({ vm: vm.spec.name, err: e.message }, 'serial console unavailable');
+          return undefined;
+        });
+        const status = await qmp.execute<{ status: string; running: boolean }>('query-status');
+        this.setState(vm, status.running ? 'running' : status.status === 'shutdown' ? 'stopping' : 'paused');
+        this.log.info({ vm: vm.spec.name, pid }, 're-adopted running VM');
+        return;
+      } catch (e) {
+        this.log.warn(
+          { vm: vm.spec.name, pid, err: (e as Error).message },
+          'QEMU alive but QMP unusable; killing it',
+        );
+        await killQemu(pid, vm.spec.uuid);
+        await waitGone(pid, vm.spec.uuid, 5000);
+      }
+    }
+    // QEMU removes its pidfile on a clean exit, not when killed: a leftover pidfile means a crash.
+    const wasUp = stored && stored.state !== 'stopped';
+    let reason = stored?.reason;
+    if (wasUp) {
+      reason = pid ? 'crashed: QEMU exited while phyllomed was down' : 'shut down while phyllomed was down';
+    }
+    await rm(files.dir, { recursive: true, force: true });
+    vm.state = 'stopped';
+    vm.reason = reason;
+    if (wasUp) await this.persist(vm);
+  }
+
+  private attach(vm: Vm, qmp: QmpClient): void {
+    vm.qmp = qmp;
+    let resolveExited!: () => void;
+    vm.exited = new Promise((r) => (resolveExited = r));
+    qmp.on('event', (e: QmpEvent) => this.onQmpEvent(vm, e));
+    qmp.once('close', () => {
+      void this.onQemuGone(vm, qmp).finally(resolveExited);
+    });
+  }
+
+  private onQmpEvent(vm: Vm, e: QmpEvent): void {
+    this.emitEvent({ type: 'qemu-event', vm: vm.spec.name, event: e.event });
+    switch (e.event) {
+      case 'STOP':
+        if (vm.state === 'running') this.setState(vm, 'paused');
+        break;
+      case 'RESUME':
+        this.setState(vm, 'running');
+        break;
+      case 'SHUTDOWN':
+        vm.shutdownExpected = true;
+        this.setState(vm, 'stopping', e.data?.guest ? 'guest shut down' : 'shut down by the host');
+        break;
+    }
+  }
+
+  /** QMP closed: QEMU is exiting. Wait for the process, clean runtime files, record why it stopped. */
+  private async onQemuGone(vm: Vm, qmp: QmpClient): Promise<void> {
+    if (vm.qmp !== qmp) return;
+    const pid = vm.pid;
+    if (pid && !(await waitGone(pid, vm.spec.uuid, 10_000))) {
+      this.log.warn({ vm: vm.spec.name, pid }, 'QEMU closed QMP but did not exit; killing it');
+      await killQemu(pid, vm.spec.uuid);
+      await waitGone(pid, vm.spec.uuid, 5000);
+    }
+    const reason = vm.shutdownExpected
+      ? (vm.reason ?? 'shut down')
+      : `crashed: ${await this.lastQemuError(vm)}`;
+    vm.qmp = undefined;
+    vm.serial?.close();
+    vm.serial = undefined;
+    vm.pid = undefined;
+    vm.shutdownExpected = false;
+    await rm(runtimeFiles(this.layout, vm.spec.name).dir, { recursive: true, force: true });
+    this.setState(vm, 'stopped', reason);
+    await this.persist(vm);
+    this.log.info({ vm: vm.spec.name, reason }, 'VM stopped');
+  }
+
+  private async lastQemuError(vm: Vm): Promise<string> {
+    try {
+      const log = await readFile(runtimeFiles(this.layout, vm.spec.name).qemuLog, 'utf8');
+      const last = log.trim().split('\n').pop();
+      if (last) return last;
+    } catch {
+      /* no log */
+    }
+    return 'QEMU exited unexpectedly';
+  }
+
+  private setState(vm: Vm, state: VmState, reason?: string): void {
+    vm.state = state;
+    vm.reason = reason;
+    this.emitEvent({ type: 'state', vm: vm.spec.name, state, ...(reason ? { reason } : {}) });
+  }
+
+  private emitEvent(e: Omit<VmEvent, 'at'>): void {
+    this.emit('event', { ...e, at: new Date().toISOString() });
+  }
+
+  private persist(vm: Vm): Promise<void> {
+    const state = vm.state === 'paused' ? 'paused' : vm.state === 'stopped' ? 'stopped' : 'running';
+    return this.store.writeStatus(vm.spec.name, {
+      state,
+      ...(vm.reason ? { reason: vm.reason } : {}),
+      ...(vm.pid ? { pid: vm.pid } : {}),
+      ...(vm.accel ? { accel: vm.accel } : {}),
+      ...(vm.startedAt ? { startedAt: vm.startedAt } : {}),
+    });
+  }
+
+  private get(name: string): Vm {
+    const vm = this.vms.get(name);
+    if (!vm) throw notFound(name);
+    return vm;
+  }
+
+  private async warnings(vm: Vm): Promise<string[]> {
+    if (vm.accel !== 'tcg' || vm.state === 'stopped') return [];
+    const decision = await this.host.accel;
+    return decision.warning ? [decision.warning] : [];
+  }
+
+  async info(name: string): Promise<VmInfo> {
+    const vm = this.get(name);
+    return {
+      name: vm.spec.name,
+      uuid: vm.spec.uuid,
+      state: vm.state,
+      ...(vm.reason ? { reason: vm.reason } : {}),
+      ...(vm.pid ? { pid: vm.pid } : {}),
+      ...(vm.accel ? { accel: vm.accel } : {}),
+      warnings: await this.warnings(vm),
+      spec: vm.spec,
+    };
+  }
+
+  async list(): Promise<VmInfo[]> {
+    return Promise.all([...this.vms.keys()].sort().map((n) => this.info(n)));
+  }
+
+  private withLock<T>(name: string, what: string, fn: () => Promise<T>): Promise<T> {
+    return this.lock.run(name, what, LOCK_WAIT_MS, fn);
+  }
+
+  async create(input: unknown): Promise<VmInfo> {
+    const parsed = parseSpecInput(await withDiskFormats(input));
+    return this.withLock(parsed.name, 'create', async () => {
+      if (this.vms.has(parsed.name)) {
+        throw conflict(`a VM named "${parsed.name}" already exists: pick another name or delete it first`);
+      }
+      const spec: VmSpec = {
+        ...parsed,
+        schemaVersion: SCHEMA_VERSION,
+        uuid: randomUUID(),
+        createdAt: new Date().toISOString(),
+      };
+      await checkFiles(spec);
+      await this.store.create(spec);
+      this.vms.set(spec.name, { spec, state: 'stopped' });
+      this.emitEvent({ type: 'created', vm: spec.name });
+      return this.info(spec.name);
+    });
+  }
+
+  start(name: string): Promise<VmInfo> {
+    return this.withLock(name, 'start', async () => {
+      const vm = this.get(name);
+      if (vm.state !== 'stopped') {
+        throw conflict(
+          `VM "${name}" is already ${vm.state}: stop it first, or use "phyllome restart ${name}"`,
+        );
+      }
+      await this.launch(vm);
+      return this.info(name);
+    });
+  }
+
+  private async launch(vm: Vm): Promise<void> {
+    const { spec } = vm;
+    await checkFiles(spec);
+    const files = runtimeFiles(this.layout, spec.name);
+    checkSocketPath(files.qmp);
+    const decision = await this.host.accel;
+    if (decision.warning) this.log.warn({ vm: spec.name }, decision.warning);
+    await rm(files.dir, { recursive: true, force: true });
+    await mkdir(files.dir, { recursive: true, mode: 0o750 });
+    const args = buildQemuArgs({ spec, files, accel: decision.accel, caps: this.host.qemu.caps });
+    await Promise.all([rm(files.qemuLog, { force: true }), rm(files.serialLog, { force: true })]);
+    this.setState(vm, 'starting');
+    const pid = spawnDetached(this.host.qemu.binary, args, files.qemuLog);
+    this.log.info({ vm: spec.name, pid, accel: decision.accel }, 'started QEMU');
+    let qmp: QmpClient | undefined;
+    let serial: SerialHub;
+    try {
+      qmp = await this.connectWhileAlive(files.qmp, pid, spec.uuid);
+      serial = await SerialHub.connect(files.serial, files.serialLog);
+    } catch (e) {
+      qmp?.close();
+      await killQemu(pid, spec.uuid);
+      await rm(files.dir, { recursive: true, force: true });
+      const why = await this.lastQemuError(vm);
+      this.setState(vm, 'stopped', `failed to start: ${why}`);
+      await this.persist(vm);
+      throw new UserError(
+        `VM "${spec.name}" failed to start: ${why} (${(e as Error).message}); see ${files.qemuLog}`,
+        400,
+        'start-failed',
+      );
+    }
+    vm.pid = pid;
+    vm.accel = decision.accel;
+    vm.startedAt = new Date().toISOString();
+    vm.shutdownExpected = false;
+    vm.serial = serial;
+    this.attach(vm, qmp);
+    const resumed = qmp.waitForEvent('RESUME', QMP_START_TIMEOUT_MS);
+    await qmp.execute('cont');
+    await resumed;
+    await this.persist(vm);
+  }
+
+  /** QEMU creates its QMP socket early; retry connecting until then, failing fast if it exits. */
+  private async connectWhileAlive(socket: string, pid: number, uuid: string): Promise<QmpClient> {
+    const deadline = Date.now() + QMP_START_TIMEOUT_MS;
+    for (;;) {
+      try {
+        return await QmpClient.connect(socket, { connectTimeoutMs: 5000 });
+      } catch (e) {
+        if (!(await isQemuFor(pid, uuid))) throw new Error('QEMU exited during start-up', { cause: e });
+        if (Date.now() > deadline) throw e;
+        await sleep(25);
+      }
+    }
+  }
+
+  pause(name: string): Promise<VmInfo> {
+    return this.withLock(name, 'pause', async () => {
+      const vm = this.running(name, ['running']);
+      const stopped = vm.qmp!.waitForEvent('STOP', 10_000);
+      await vm.qmp!.execute('stop');
+      await stopped;
+      await this.persist(vm);
+      return this.info(name);
+    });
+  }
+
+  resume(name: string): Promise<VmInfo> {
+    return this.withLock(name, 'resume', async () => {
+      const vm = this.running(name, ['paused']);
+      const resumed = vm.qmp!.waitForEvent('RESUME', 10_000);
+      await vm.qmp!.execute('cont');
+      await resumed;
+      await this.persist(vm);
+      return this.info(name);
+    });
+  }
+
+  private running(name: string, allowed: VmState[]): Vm {
+    const vm = this.get(name);
+    if (!allowed.includes(vm.state) || !vm.qmp) {
+      throw conflict(`VM "${name}" is ${vm.state}; this needs it to be ${allowed.join(' or ')}`);
+    }
+    return vm;
+  }
+
+  stop(
+    name: string,
+    opts: { force?: boolean; timeoutS?: number } = {},
+  ): Promise<VmInfo & { forced: boolean }> {
+    return this.withLock(name, opts.force ? 'force-stop' : 'stop', async () => {
+      const forced = await this.halt(this.get(name), opts);
+      return { ...(await this.info(name)), forced };
+    });
+  }
+
+  /** ACPI power button, wait up to timeoutS, then force. Returns whether force was needed. */
+  private async halt(
+    vm: Vm,
+    { force = false, timeoutS = 60 }: { force?: boolean; timeoutS?: number },
+  ): Promise<boolean> {
+    if (vm.state === 'stopped' || !vm.qmp || !vm.pid) {
+      throw conflict(`VM "${vm.spec.name}" is not running`);
+    }
+    const exited = vm.exited!;
+    vm.shutdownExpected = true;
+    if (!force) {
+      // A paused guest cannot see the power button: let it run so it can shut down.
+      if (vm.state === 'paused') await vm.qmp.execute('cont');
+      this.setState(vm, 'stopping', 'ACPI power button pressed');
+      await vm.qmp.execute('system_powerdown');
+      const inTime = await Promise.race([exited.then(() => true), sleep(timeoutS * 1000).then(() => false)]);
+      if (inTime) return false;
+      this.log.warn({ vm: vm.spec.name }, `guest did not power off within ${timeoutS}s; forcing`);
+    }
+    // onQemuGone records the stop once the process is gone.
+    this.setState(vm, 'stopping', 'forced off');
+    await killQemu(vm.pid, vm.spec.uuid);
+    await exited;
+    return true;
+  }
+
+  restart(name: string, opts: { timeoutS?: number } = {}): Promise<VmInfo> {
+    return this.withLock(name, 'restart', async () => {
+      const vm = this.get(name);
+      if (vm.state !== 'stopped') await this.halt(vm, opts);
+      await this.launch(vm);
+      return this.info(name);
+    });
+  }
+
+  delete(name: string, opts: { force?: boolean } = {}): Promise<void> {
+    return this.withLock(name, 'delete', async () => {
+      const vm = this.get(name);
+      if (vm.state !== 'stopped') {
+        if (!opts.force) {
+          throw conflict(`VM "${name}" is ${vm.state}: stop it first, or delete with --force to kill it`);
+        }
+        await this.halt(vm, { force: true });
+      }
+      await this.store.delete(name);
+      this.vms.delete(name);
+      this.emitEvent({ type: 'deleted', vm: name });
+    });
+  }
+
+  /** The VM's serial console, for any number of viewers. */
+  console(name: string): SerialHub {
+    const vm = this.running(name, ['running', 'paused', 'stopping']);
+    if (!vm.serial || vm.serial.closed) throw conflict(`VM "${name}" has no serial console connected`);
+    return vm.serial;
+  }
+
+  /** Detach from every QEMU without stopping any: VMs keep running for the next daemon. */
+  detachAll(): void {
+    for (const vm of this.vms.values()) {
+      const qmp = vm.qmp;
+      vm.qmp = undefined;
+      qmp?.close();
+      vm.serial?.close();
+    }
+  }
+}
+
+/** Every file a spec names must exist before QEMU sees it, so the error names the file. */
+async function checkFiles(spec: VmSpec): Promise<void> {
+  const files: [string, string, number][] = [];
+  if (spec.boot) {
+    files.push(['boot.kernel', spec.boot.kernel, constants.R_OK]);
+    if (spec.boot.initrd) files.push(['boot.initrd', spec.boot.initrd, constants.R_OK]);
+  }
+  spec.disks.forEach((d, i) =>
+    files.push([`disks[${i}].path`, d.path, d.readOnly ? constants.R_OK : constants.R_OK | constants.W_OK]),
+  );
+  for (const [where, file, mode] of files) {
+    try {
+      await access(file, mode);
+    } catch {
+      throw new UserError(`${where}: ${file} does not exist or is not accessible: check the path`);
+    }
+  }
+}
+
+export { QmpError };

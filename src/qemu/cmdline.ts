@@ -1,0 +1,105 @@
+import { memoryBytes, type DiskSpec, type VmSpec } from '../spec/schema.js';
+import { opts } from './opts.js';
+
+export type Accel = 'kvm' | 'tcg';
+
+/** Where a running VM's runtime files live; see daemon/paths.ts. */
+export interface RuntimeFiles {
+  qmp: string;
+  serial: string;
+  pidfile: string;
+}
+
+/** What the installed QEMU binary can do, from host probing. */
+export interface QemuCaps {
+  sandbox: boolean;
+}
+
+export interface LaunchPlan {
+  spec: VmSpec;
+  files: RuntimeFiles;
+  accel: Accel;
+  caps: QemuCaps;
+}
+
+/** Each group of arguments comes from one small function, like Incus' QEMU config templates. */
+const base = ({ spec, accel }: LaunchPlan): string[] => [
+  '-name',
+  opts(undefined, { guest: spec.name, 'debug-threads': true }),
+  '-uuid',
+  spec.uuid,
+  '-nodefaults',
+  '-no-user-config',
+  '-machine',
+  opts('q35', { accel }),
+  '-cpu',
+  accel === 'kvm' ? 'host' : 'max',
+  '-m',
+  `${Math.floor(memoryBytes(spec) / 2 ** 20)}M`,
+  '-smp',
+  String(spec.cpus),
+  '-display',
+  'none',
+  // Paused until the daemon has attached to QMP, so no event is missed.
+  '-S',
+];
+
+const sandbox = ({ caps }: LaunchPlan): string[] =>
+  caps.sandbox
+    ? [
+        '-sandbox',
+        opts('on', { obsolete: 'deny', elevateprivileges: 'deny', spawn: 'deny', resourcecontrol: 'deny' }),
+      ]
+    : [];
+
+const monitor = ({ files }: LaunchPlan): string[] => [
+  '-chardev',
+  opts('socket', { id: 'qmp', path: files.qmp, server: true, wait: false }),
+  '-mon',
+  opts(undefined, { chardev: 'qmp', mode: 'control' }),
+  '-pidfile',
+  files.pidfile,
+];
+
+const serial = ({ files }: LaunchPlan): string[] => [
+  '-chardev',
+  // No QEMU logfile: QEMU drops output while no client is connected, so the daemon logs it instead.
+  opts('socket', { id: 'serial0', path: files.serial, server: true, wait: false }),
+  '-serial',
+  'chardev:serial0',
+];
+
+// -kernel/-initrd/-append take their argument verbatim (not QemuOpts), so no escaping applies.
+const boot = ({ spec }: LaunchPlan): string[] => {
+  if (!spec.boot) return [];
+  const args = ['-kernel', spec.boot.kernel];
+  if (spec.boot.initrd) args.push('-initrd', spec.boot.initrd);
+  if (spec.boot.append) args.push('-append', spec.boot.append);
+  return args;
+};
+
+const disk = (d: DiskSpec, index: number): string[] => [
+  '-blockdev',
+  opts(undefined, {
+    driver: 'file',
+    filename: d.path,
+    'node-name': `disk${index}-file`,
+    'read-only': d.readOnly,
+  }),
+  '-blockdev',
+  opts(undefined, {
+    driver: d.format,
+    file: `disk${index}-file`,
+    'node-name': `disk${index}`,
+    'read-only': d.readOnly,
+  }),
+  '-device',
+  opts('virtio-blk-pci', { drive: `disk${index}`, id: `disk${index}-dev`, bootindex: index + 1 }),
+];
+
+const disks = ({ spec }: LaunchPlan): string[] => spec.disks.flatMap(disk);
+
+/** The whole QEMU argument vector (without the binary) for a plan. Pure: golden-tested. */
+export function buildQemuArgs(plan: LaunchPlan): string[] {
+  return [base, sandbox, monitor, serial, boot, disks].flatMap((part) => part(plan));
+}

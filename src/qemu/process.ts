@@ -1,0 +1,64 @@
+import { spawn } from 'node:child_process';
+import { openSync, closeSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+
+/** Starts QEMU in its own session (setsid) so it outlives the daemon; output goes to a log file. */
+export function spawnDetached(binary: string, args: string[], logFile: string): number {
+  const log = openSync(logFile, 'a', 0o640);
+  try {
+    const child = spawn(binary, args, { detached: true, stdio: ['ignore', log, log] });
+    if (child.pid === undefined) throw new Error(`cannot start ${binary}`);
+    child.on('error', () => {
+      /* reported by the caller through the missing QMP socket and the log */
+    });
+    child.unref();
+    return child.pid;
+  } finally {
+    closeSync(log);
+  }
+}
+
+/**
+ * True if `pid` is a live QEMU for the VM with this uuid. Checking the command line guards against pid
+ * reuse; a zombie has an empty cmdline and so counts as gone.
+ */
+export async function isQemuFor(pid: number, uuid: string): Promise<boolean> {
+  try {
+    const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
+    const at = argv.indexOf('-uuid');
+    return at >= 0 && argv[at + 1] === uuid;
+  } catch {
+    return false;
+  }
+}
+
+export async function readPidfile(file: string): Promise<number | undefined> {
+  try {
+    const pid = Number.parseInt((await readFile(file, 'utf8')).trim(), 10);
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits (bounded) until the process is gone. QEMU has already closed QMP when this runs, so it is short. */
+export async function waitGone(pid: number, uuid: string, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (await isQemuFor(pid, uuid)) {
+    if (Date.now() > deadline) return false;
+    await sleep(20);
+  }
+  return true;
+}
+
+/** SIGKILL by pid, only after checking the pid still is this VM's QEMU. */
+export async function killQemu(pid: number, uuid: string): Promise<void> {
+  if (!(await isQemuFor(pid, uuid))) return;
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    /* already gone */
+  }
+}

@@ -1,0 +1,46 @@
+import { open } from 'node:fs/promises';
+
+const QCOW2_MAGIC = Buffer.from('QFI\xfb', 'latin1');
+
+/** qcow2 if the file starts with its magic, raw otherwise; undefined if it cannot be read. */
+export async function detectFormat(file: string): Promise<'raw' | 'qcow2' | undefined> {
+  let handle;
+  try {
+    handle = await open(file, 'r');
+  } catch {
+    return undefined;
+  }
+  try {
+    const head = Buffer.alloc(4);
+    const { bytesRead } = await handle.read(head, 0, 4, 0);
+    return bytesRead === 4 && head.equals(QCOW2_MAGIC) ? 'qcow2' : 'raw';
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Fills in `format` for disks given without one, from the file's header. Files that cannot be read
+ * are taken as raw: the file check then names them.
+ */
+export async function withDiskFormats(input: unknown): Promise<unknown> {
+  if (typeof input !== 'object' || input === null || !('disks' in input) || !Array.isArray(input.disks)) {
+    return input;
+  }
+  const disks = await Promise.all(
+    input.disks.map(async (d: unknown) => {
+      if (
+        typeof d !== 'object' ||
+        d === null ||
+        'format' in d ||
+        !('path' in d) ||
+        typeof d.path !== 'string'
+      ) {
+        return d;
+      }
+      const format = await detectFormat(d.path);
+      return { ...d, format: format ?? 'raw' };
+    }),
+  );
+  return { ...input, disks };
+}
