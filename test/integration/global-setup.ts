@@ -1,0 +1,26 @@
+import { execFileSync } from 'node:child_process';
+import os from 'node:os';
+import path from 'node:path';
+import type { TestProject } from 'vitest/node';
+
+const root = path.resolve(import.meta.dirname, '../..');
+
+/** Builds the CLI bundle and the small test guest (cached) once for all integration tests. */
+export default function setup(project: TestProject): void {
+  execFileSync(process.execPath, ['scripts/build.mjs'], { cwd: root, stdio: 'inherit' });
+  const cache =
+    process.env.PHYLLOME_CACHE ??
+    path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'phyllome');
+  const guestDir = path.join(cache, 'test-guest');
+  execFileSync('bash', ['scripts/build-test-guest.sh', guestDir], {
+    cwd: root,
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  project.provide('guestDir', guestDir);
+}
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    guestDir: string;
+  }
+}

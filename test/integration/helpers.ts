@@ -1,0 +1,160 @@
+import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { copyFile, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { inject } from 'vitest';
+import { isQemuFor, readPidfile } from '../../src/qemu/process.js';
+
+export const root = path.resolve(import.meta.dirname, '../..');
+const bundle = path.join(root, 'dist/phyllome.mjs');
+
+/** The test guest's files; the disk is copied per test so VMs never share a writable image. */
+export function guest() {
+  const dir = inject('guestDir');
+  return {
+    kernel: path.join(dir, 'vmlinuz'),
+    initrd: path.join(dir, 'initrd.img'),
+    disk: path.join(dir, 'disk.ext4'),
+    append: 'console=ttyS0 panic=-1 quiet',
+  };
+}
+
+export const READY = 'PHYLLOME-GUEST-READY';
+
+export interface TestHome {
+  dir: string;
+  home: string;
+  run: string;
+  env: NodeJS.ProcessEnv;
+}
+
+/** A private PHYLLOME_HOME and runtime folder (short, for socket paths). */
+export async function makeHome(): Promise<TestHome> {
+  const dir = await mkdtemp('/tmp/pht-');
+  const home = path.join(dir, 'home');
+  const run = path.join(dir, 'run');
+  return { dir, home, run, env: { ...process.env, PHYLLOME_HOME: home, PHYLLOME_RUNTIME_DIR: run } };
+}
+
+export async function copyDisk(h: TestHome, name = 'disk.ext4'): Promise<string> {
+  const target = path.join(h.dir, name);
+  await copyFile(guest().disk, target);
+  return target;
+}
+
+export interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the built CLI as a user would, with a hard timeout. */
+export function cli(h: TestHome, args: string[], timeoutMs = 90_000): Promise<Result> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [bundle, ...args],
+      { env: h.env, timeout: timeoutMs, killSignal: 'SIGKILL' },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === 'number' ? err.code : 124) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+/** Like cli(), but fails the test unless the command succeeds; returns parsed JSON when asked for. */
+export async function ok(h: TestHome, args: string[]): Promise<string> {
+  const r = await cli(h, args);
+  if (r.code !== 0) throw new Error(`phyllome ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return r.stdout;
+}
+
+export async function json<T = Record<string, unknown>>(h: TestHome, args: string[]): Promise<T> {
+  return JSON.parse(await ok(h, [...args, '--json'])) as T;
+}
+
+export async function daemonPid(h: TestHome): Promise<number | undefined> {
+  return readPidfile(path.join(h.run, 'phyllomed.pid'));
+}
+
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 30_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** A `phyllome console` session whose output is collected. */
+export class ConsoleSession {
+  output = '';
+  readonly exited: Promise<number | null>;
+  constructor(readonly child: ChildProcessWithoutNullStreams) {
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (this.output += d));
+    this.exited = new Promise((r) => child.on('exit', (code) => r(code)));
+  }
+  waitFor(text: string, timeoutMs = 60_000): Promise<true> {
+    return waitFor(
+      `"${text}" on the console (got ${JSON.stringify(this.output.slice(-300))})`,
+      () => this.output.includes(text) || undefined,
+      timeoutMs,
+    );
+  }
+  type(text: string): void {
+    this.child.stdin.write(text);
+  }
+}
+
+export function openConsole(h: TestHome, name: string): ConsoleSession {
+  const child = spawn(process.execPath, [bundle, 'console', name], { env: h.env, stdio: 'pipe' });
+  return new ConsoleSession(child);
+}
+
+/** Kills (by pid, after checking it is ours) every QEMU and the daemon of a test home, then removes it. */
+export async function destroyHome(h: TestHome): Promise<void> {
+  const pid = await daemonPid(h);
+  if (pid && alive(pid)) process.kill(pid, 'SIGKILL');
+  const vmsRun = path.join(h.run, 'vms');
+  const names = await readdir(vmsRun).catch(() => [] as string[]);
+  for (const name of names) {
+    const qemuPid = await readPidfile(path.join(vmsRun, name, 'qemu.pid'));
+    const spec = JSON.parse(
+      await readFile(path.join(h.home, 'vms', name, 'vm.json'), 'utf8').catch(() => '{}'),
+    ) as { uuid?: string };
+    if (qemuPid && spec.uuid && (await isQemuFor(qemuPid, spec.uuid))) process.kill(qemuPid, 'SIGKILL');
+  }
+  await rm(h.dir, { recursive: true, force: true });
+}
+
+/** Creates a VM booting the test guest; extra CLI flags may follow. */
+export async function createGuest(h: TestHome, name: string, extra: string[] = []): Promise<void> {
+  const g = guest();
+  await ok(h, [
+    'create',
+    name,
+    '--kernel',
+    g.kernel,
+    '--initrd',
+    g.initrd,
+    '--append',
+    g.append,
+    '-m',
+    '256M',
+    ...extra,
+  ]);
+}

@@ -1,0 +1,185 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { buildQemuArgs, type LaunchPlan } from '../../src/qemu/cmdline.js';
+import { escapeOptValue, opts, parseOpts, QemuOptError } from '../../src/qemu/opts.js';
+import { parseSpec, SpecError, type VmSpec } from '../../src/spec/schema.js';
+
+const identity = {
+  schemaVersion: 1,
+  uuid: '6f1c0c42-8d43-4a7e-9b1e-2d6c5f0a9b11',
+  createdAt: '2026-11-22T10:00:00.000Z',
+};
+
+const files = {
+  qmp: '/run/phyllome/vms/demo/qmp.sock',
+  serial: '/run/phyllome/vms/demo/serial.sock',
+  pidfile: '/run/phyllome/vms/demo/qemu.pid',
+};
+
+const plan = (spec: VmSpec, over: Partial<LaunchPlan> = {}): LaunchPlan => ({
+  spec,
+  files,
+  accel: 'tcg',
+  caps: { sandbox: true },
+  ...over,
+});
+
+describe('QEMU option escaping', () => {
+  it('doubles commas and refuses control characters', () => {
+    expect(escapeOptValue('/a,b,,c')).toBe('/a,,b,,,,c');
+    expect(() => escapeOptValue('a\nb')).toThrow(QemuOptError);
+    expect(() => escapeOptValue('a\0b')).toThrow(QemuOptError);
+  });
+
+  it('builds option strings and reads them back', () => {
+    const text = opts('socket', {
+      id: 'x',
+      path: '/tmp/a,id=evil',
+      server: true,
+      wait: false,
+      skip: undefined,
+    });
+    expect(text).toBe('socket,id=x,path=/tmp/a,,id=evil,server=on,wait=off');
+    expect(parseOpts(text)).toEqual({
+      head: 'socket',
+      pairs: [
+        ['id', 'x'],
+        ['path', '/tmp/a,id=evil'],
+        ['server', 'on'],
+        ['wait', 'off'],
+      ],
+    });
+  });
+
+  it('never takes a key from outside', () => {
+    expect(() => opts(undefined, { 'a,b': 1 })).toThrow(QemuOptError);
+    expect(() => opts('x=y', {})).toThrow(QemuOptError);
+  });
+});
+
+describe('QEMU command line', () => {
+  const demo = parseSpec({
+    ...identity,
+    name: 'demo',
+    memory: '1G',
+    cpus: 2,
+    boot: {
+      kernel: '/var/cache/phyllome/vmlinuz',
+      initrd: '/var/cache/phyllome/initrd.img',
+      append: 'console=ttyS0 quiet',
+    },
+    disks: [
+      { path: '/var/lib/phyllome/disks/root.qcow2', format: 'qcow2' },
+      { path: '/srv/iso, data.img', format: 'raw', readOnly: true },
+    ],
+  });
+
+  it('matches the golden command line', async () => {
+    await expect(buildQemuArgs(plan(demo)).join('\n') + '\n').toMatchFileSnapshot(
+      '../golden/cmdline-demo.txt',
+    );
+  });
+
+  it('uses host CPU under KVM and leaves out the sandbox where QEMU lacks it', () => {
+    const args = buildQemuArgs(plan(demo, { accel: 'kvm', caps: { sandbox: false } }));
+    expect(args).toContain('q35,accel=kvm');
+    expect(args[args.indexOf('-cpu') + 1]).toBe('host');
+    expect(args).not.toContain('-sandbox');
+  });
+
+  it('starts paused, without defaults or user config', () => {
+    const args = buildQemuArgs(plan(demo));
+    for (const flag of ['-S', '-nodefaults', '-no-user-config']) expect(args).toContain(flag);
+  });
+});
+
+// Options QEMU parses as key=value lists (QemuOpts or keyval): every one must read back exactly.
+const KEYED = new Set(['-name', '-machine', '-sandbox', '-chardev', '-mon', '-blockdev', '-device']);
+
+/** The option flags of an argv, in order: what a user value must never add to or change. */
+function flagsOf(args: string[]): string[] {
+  const flags: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    flags.push(arg);
+    if (!['-S', '-nodefaults', '-no-user-config'].includes(arg)) i++;
+  }
+  return flags;
+}
+
+const pathChars = fc.string({ unit: 'binary', maxLength: 40 });
+const userPath = pathChars.map((s) => '/' + s);
+
+describe('no spec can inject a QEMU option or argument (property)', () => {
+  it('holds for any name, paths, append line and disk set that the spec accepts', () => {
+    let built = 0;
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          fc.stringMatching(/^[a-z0-9][a-z0-9-]{0,62}$/),
+          fc.string({ unit: 'binary', maxLength: 20 }),
+        ),
+        userPath,
+        fc.option(userPath, { nil: undefined }),
+        fc.option(fc.string({ unit: 'binary', maxLength: 60 }), { nil: undefined }),
+        fc.array(
+          fc.record({ path: userPath, format: fc.constantFrom('raw', 'qcow2'), readOnly: fc.boolean() }),
+          {
+            maxLength: 3,
+          },
+        ),
+        (name, kernel, initrd, append, disks) => {
+          let spec: VmSpec;
+          try {
+            spec = parseSpec({
+              ...identity,
+              name,
+              boot: { kernel, ...(initrd ? { initrd } : {}), ...(append !== undefined ? { append } : {}) },
+              disks,
+            });
+          } catch (e) {
+            if (e instanceof SpecError) return; // refused input never reaches QEMU
+            throw e;
+          }
+          const args = buildQemuArgs(plan(spec));
+          const expectedFlags = flagsOf(
+            buildQemuArgs(
+              plan(
+                parseSpec({
+                  ...identity,
+                  name: 'x',
+                  boot: {
+                    kernel: '/k',
+                    ...(spec.boot?.initrd ? { initrd: '/i' } : {}),
+                    ...(spec.boot?.append ? { append: 'a' } : {}),
+                  },
+                  disks: spec.disks.map((d) => ({ ...d, path: '/d' })),
+                }),
+              ),
+            ),
+          );
+          // Same options in the same order as a harmless spec of the same shape.
+          expect(flagsOf(args)).toEqual(expectedFlags);
+          // Verbatim arguments carry the user's value exactly.
+          expect(args[args.indexOf('-kernel') + 1]).toBe(spec.boot!.kernel);
+          if (spec.boot?.append) expect(args[args.indexOf('-append') + 1]).toBe(spec.boot.append);
+          // Keyed options read back with exactly our keys, and user values intact.
+          const filenames: string[] = [];
+          args.forEach((arg, i) => {
+            if (!KEYED.has(args[i - 1] ?? '')) return;
+            const { pairs } = parseOpts(arg);
+            const keys = pairs.map(([k]) => k);
+            expect(keys.every((k) => /^[a-z][a-z0-9_.-]*$/.test(k))).toBe(true);
+            expect(new Set(keys).size).toBe(keys.length);
+            for (const [k, v] of pairs) if (k === 'filename') filenames.push(v);
+          });
+          expect(filenames).toEqual(spec.disks.map((d) => d.path));
+          built++;
+        },
+      ),
+      { numRuns: 2000 },
+    );
+    // Most generated specs must be valid, or the property would prove little.
+    expect(built).toBeGreaterThan(500);
+  });
+});
