@@ -27,7 +27,9 @@ function parseDisk(value: string, previous: { path: string; readOnly: boolean }[
 const program = new Command('phyllome')
   .description('Phyllome: run and manage virtual machines')
   .version(VERSION)
-  .showHelpAfterError('(run "phyllome help" for the list of commands)');
+  .showHelpAfterError('(run "phyllome help" for the list of commands)')
+  // Before the subcommands, so they inherit it: usage errors exit 2, not from inside commander.
+  .exitOverride();
 
 const jsonOption = new Option('--json', 'print machine-readable JSON');
 
@@ -185,8 +187,6 @@ program
     const { runDaemon } = await import('../daemon/main.js');
     await runDaemon(o);
   });
-
-program.exitOverride();
 
 try {
   await program.parseAsync(process.argv);

@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { createWriteStream, type WriteStream } from 'node:fs';
+import { open } from 'node:fs/promises';
 import net from 'node:net';
 
 /** How much recent output a newly attached console is shown, like a terminal's screen on re-attach. */
@@ -11,12 +12,12 @@ const SCROLLBACK_BYTES = 16 * 1024;
  * so the daemon stays connected for the VM's whole life.
  */
 export class SerialHub extends EventEmitter<{ data: [Buffer]; close: [] }> {
-  private scrollback = Buffer.alloc(0);
   private readonly log: WriteStream;
 
   private constructor(
     private readonly socket: net.Socket,
     logFile: string,
+    private scrollback: Buffer,
   ) {
     super();
     this.setMaxListeners(0);
@@ -39,7 +40,9 @@ export class SerialHub extends EventEmitter<{ data: [Buffer]; close: [] }> {
     });
   }
 
-  static connect(socketPath: string, logFile: string, timeoutMs = 5000): Promise<SerialHub> {
+  /** Connects; the scrollback starts from the log's tail, so a re-adopted VM's console is not blank. */
+  static async connect(socketPath: string, logFile: string, timeoutMs = 5000): Promise<SerialHub> {
+    const scrollback = await readTail(logFile, SCROLLBACK_BYTES);
     return new Promise((resolve, reject) => {
       const socket = net.createConnection(socketPath);
       const timer = setTimeout(() => {
@@ -52,7 +55,7 @@ export class SerialHub extends EventEmitter<{ data: [Buffer]; close: [] }> {
       });
       socket.once('connect', () => {
         clearTimeout(timer);
-        resolve(new SerialHub(socket, logFile));
+        resolve(new SerialHub(socket, logFile, scrollback));
       });
     });
   }
@@ -71,5 +74,22 @@ export class SerialHub extends EventEmitter<{ data: [Buffer]; close: [] }> {
 
   close(): void {
     this.socket.destroy();
+  }
+}
+
+async function readTail(file: string, bytes: number): Promise<Buffer> {
+  try {
+    const handle = await open(file, 'r');
+    try {
+      const { size } = await handle.stat();
+      const length = Math.min(size, bytes);
+      const buffer = Buffer.alloc(length);
+      await handle.read(buffer, 0, length, size - length);
+      return buffer;
+    } finally {
+      await handle.close();
+    }
+  } catch {
+    return Buffer.alloc(0);
   }
 }

@@ -1,4 +1,5 @@
 import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { copyFile, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { inject } from 'vitest';
@@ -77,10 +78,11 @@ export async function daemonPid(h: TestHome): Promise<number | undefined> {
   return readPidfile(path.join(h.run, 'phyllomed.pid'));
 }
 
+/** A process counts as alive unless it is gone or a zombie (PID 1 here may not reap orphans promptly). */
 export function alive(pid: number): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
   } catch {
     return false;
   }
