@@ -1,18 +1,22 @@
-// Bundles the CLI and daemon into one ESM file so start-up reads one file, not a node_modules tree.
+// Two single-file bundles: the CLI (small, starts fast) and the daemon, which the CLI's `daemon`
+// command loads only when asked. Each reads one file at start-up, not a node_modules tree.
 import { build } from 'esbuild';
 
-await build({
-  entryPoints: ['src/cli/main.ts'],
-  outfile: 'dist/phyllome.mjs',
+const common = {
   bundle: true,
   platform: 'node',
   format: 'esm',
   target: 'node22',
   sourcemap: 'linked',
   legalComments: 'none',
-  // Some CommonJS dependencies call require(); give the ESM bundle one.
+  // Some CommonJS dependencies call require(); give the ESM bundles one.
   banner: {
     js: "import { createRequire as __phyllomeRequire } from 'node:module'; const require = __phyllomeRequire(import.meta.url);",
   },
   logLevel: 'warning',
-});
+};
+
+await Promise.all([
+  build({ ...common, entryPoints: ['src/cli/main.ts'], outfile: 'dist/phyllome.mjs', external: ['./phyllomed.mjs'] }),
+  build({ ...common, entryPoints: ['src/daemon/entry.ts'], outfile: 'dist/phyllomed.mjs' }),
+]);

@@ -1,9 +1,9 @@
-import WebSocket from 'ws';
-
 const CTRL_RIGHT_BRACKET = 0x1d;
 
 /** Attaches stdin/stdout to the VM's serial console until Ctrl-] (or the VM/daemon ends it). */
-export function attachConsole(url: string, name: string): Promise<void> {
+// ws is imported on demand: loading it costs every other command start-up time.
+export async function attachConsole(url: string, name: string): Promise<void> {
+  const { default: WebSocket } = await import('ws');
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url);
     const stdin = process.stdin;

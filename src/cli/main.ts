@@ -3,7 +3,6 @@ import { Command, CommanderError, Option } from 'commander';
 import type { VmInfo } from '../daemon/vms.js';
 import { VERSION } from '../version.js';
 import { ApiError, Client } from './client.js';
-import { attachConsole } from './console.js';
 import { vmDetails, vmTable } from './format.js';
 
 const client = new Client();
@@ -155,6 +154,7 @@ program
   .argument('<name>')
   .action(async (name: string) => {
     await client.call('GET', vmPath(name));
+    const { attachConsole } = await import('./console.js');
     await attachConsole(await client.wsUrl(`${vmPath(name)}/console`), name);
   });
 
@@ -184,7 +184,9 @@ program
   .option('--listen <host:port>', 'also serve the API on a loopback TCP address, with a bearer token')
   .option('--token-file <file>', 'the bearer token file for --listen (made if missing)')
   .action(async (o: { listen?: string; tokenFile?: string }) => {
-    const { runDaemon } = await import('../daemon/main.js');
+    // The daemon bundle sits beside this one in dist/ (see scripts/build.mjs).
+    const daemonBundle = './phyllomed.mjs';
+    const { runDaemon } = (await import(daemonBundle)) as typeof import('../daemon/entry.js');
     await runDaemon(o);
   });
 

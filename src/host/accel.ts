@@ -39,9 +39,15 @@ export async function runAccelProbe(qemu: string, accel: Accel, timeoutMs: numbe
   try {
     const bios = path.join(dir, 'probe.rom');
     await writeFile(bios, probeFirmware());
+    // coreutils' timeout bounds the probe even if this process dies first (a daemon killed during
+    // start-up must not leave a spinning vCPU behind); the timer below bounds it for us.
+    const seconds = Math.ceil(timeoutMs / 1000);
     const child = spawn(
-      qemu,
+      'timeout',
       [
+        '--signal=KILL',
+        String(seconds),
+        qemu,
         '-nodefaults',
         '-no-user-config',
         '-machine',
@@ -63,7 +69,7 @@ export async function runAccelProbe(qemu: string, accel: Accel, timeoutMs: numbe
       const timer = setTimeout(() => {
         child.kill('SIGKILL');
         resolve(`the test vCPU did not run within ${timeoutMs} ms`);
-      }, timeoutMs);
+      }, timeoutMs + 500);
       child.on('error', (err) => {
         clearTimeout(timer);
         resolve(`cannot run ${qemu}: ${err.message}`);

@@ -1,8 +1,10 @@
-import { access, readFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { access, mkdir, readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   alive,
+  root,
   createGuest,
   daemonPid,
   destroyHome,
@@ -109,5 +111,36 @@ describe('the daemon can die without taking VMs with it', () => {
       reason: 'shut down while phyllomed was down',
     });
     await expect(access(path.join(h.run, 'vms/quiet'))).rejects.toThrow();
+  });
+
+  it('leaves no KVM probe behind when killed during start-up', async () => {
+    const tmp = path.join(h.dir, 'tmp');
+    await mkdir(tmp);
+    const daemon = spawn(process.execPath, [path.join(root, 'dist/phyllome.mjs'), 'daemon'], {
+      env: { ...h.env, TMPDIR: tmp },
+      stdio: 'ignore',
+    });
+    const probes = async () => {
+      const found: number[] = [];
+      for (const pid of (await readdir('/proc')).filter((p) => /^\d+$/.test(p))) {
+        const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+        if (cmdline.includes(tmp) && cmdline.includes('isa-debug-exit')) found.push(Number(pid));
+      }
+      return found.filter(alive);
+    };
+    // Kill it while its probe runs (the probe outlives start-up on a machine whose KVM hangs).
+    const probe = await waitFor(
+      'the probe to start',
+      async () => ((await probes()).length ? true : undefined),
+      10_000,
+    ).catch(() => false);
+    daemon.kill('SIGKILL');
+    if (probe)
+      await waitFor(
+        'the orphaned probe to end',
+        async () => ((await probes()).length === 0 ? true : undefined),
+        8000,
+      );
+    expect(await probes()).toEqual([]);
   });
 });

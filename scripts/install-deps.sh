@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what Phyllome and its tests need on Debian 12: QEMU and the parts the test guest is built
+# from (Debian packages), then the npm dependencies, which bring the pinned Node.js 24.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(qemu-system-x86 qemu-utils busybox-static linux-image-amd64 cpio kmod e2fsprogs binutils util-linux)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing Debian packages: ${missing[*]}: run this script as root, or apt-get install them" >&2
+    exit 1
+  fi
+  echo "installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v npm >/dev/null; then
+  [ "$(id -u)" -eq 0 ] || { echo "npm is missing: apt-get install npm" >&2; exit 1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm >/dev/null
+fi
+# npm ci only when the lockfile changed since the last install.
+if [ ! -x node_modules/.bin/vitest ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
