@@ -17,6 +17,11 @@ const common = {
 };
 
 await Promise.all([
-  build({ ...common, entryPoints: ['src/cli/main.ts'], outfile: 'dist/phyllome.mjs', external: ['./phyllomed.mjs'] }),
+  build({
+    ...common,
+    entryPoints: ['src/cli/main.ts'],
+    outfile: 'dist/phyllome.mjs',
+    external: ['./phyllomed.mjs'],
+  }),
   build({ ...common, entryPoints: ['src/daemon/entry.ts'], outfile: 'dist/phyllomed.mjs' }),
 ]);

@@ -1,7 +1,11 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, openSync, closeSync } from 'node:fs';
-import http from 'node:http';
+import { createRequire } from 'node:module';
 import { daemonLog, daemonSocket, resolveLayout, type Layout } from '../daemon/paths.js';
+
+// Loaded through require: an ESM import of node:http evaluates all its exports, and the getters for
+// fetch/WebSocket pull in undici, a fifth of this command's start-up time.
+const http = createRequire(import.meta.url)('node:http') as typeof import('node:http');
 
 /** An error the daemon answered with; its message already says what to do. */
 export class ApiError extends Error {
@@ -46,6 +50,12 @@ function request<T>(socketPath: string, method: string, url: string, body?: unkn
     req.end();
   });
 }
+
+/**
+ * A small young generation keeps the daemon's resident memory down; it allocates little once up.
+ * bin/phyllome passes the same flags when it runs `phyllome daemon` in the foreground.
+ */
+export const DAEMON_NODE_FLAGS = ['--max-semi-space-size=1'];
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

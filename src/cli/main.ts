@@ -3,14 +3,16 @@ import { Command, CommanderError, Option } from 'commander';
 import type { VmInfo } from '../daemon/vms.js';
 import { VERSION } from '../version.js';
 import { ApiError, Client } from './client.js';
-import { vmDetails, vmTable } from './format.js';
 
 const client = new Client();
 const vmPath = (name: string) => `/v1/vms/${encodeURIComponent(name)}`;
 
-function print(json: boolean | undefined, value: unknown, human: () => string): void {
-  process.stdout.write((json ? JSON.stringify(value, null, 2) : human()) + '\n');
+async function print(json: boolean | undefined, value: unknown, human: () => string | Promise<string>) {
+  process.stdout.write((json ? JSON.stringify(value, null, 2) : await human()) + '\n');
 }
+
+// Table rendering is loaded only for human output: --json callers skip its start-up cost.
+const format = () => import('./format.js');
 
 const warn = (vm: { warnings?: string[] }) =>
   vm.warnings?.forEach((w) => process.stderr.write(`warning: ${w}\n`));
@@ -39,7 +41,7 @@ program
   .addOption(jsonOption)
   .action(async (o: { json?: boolean }) => {
     const vms = await client.call<VmInfo[]>('GET', '/v1/vms');
-    print(o.json, vms, () => vmTable(vms));
+    await print(o.json, vms, async () => (await format()).vmTable(vms));
   });
 
 program
@@ -76,7 +78,11 @@ program
       disks: o.disk ?? [],
     };
     const vm = await client.call<VmInfo>('POST', '/v1/vms', body);
-    print(o.json as boolean, vm, () => `Created VM "${vm.name}". Start it with: phyllome start ${vm.name}`);
+    await print(
+      o.json as boolean,
+      vm,
+      () => `Created VM "${vm.name}". Start it with: phyllome start ${vm.name}`,
+    );
   });
 
 const simple = (
@@ -94,7 +100,7 @@ const simple = (
     };
     const vm = await client.call<VmInfo>('POST', `${vmPath(name)}/${verb}`, body);
     warn(vm);
-    print(o.json, vm, () => done(vm));
+    await print(o.json, vm, () => done(vm));
   });
 };
 
@@ -134,7 +140,7 @@ program
   .action(async (name: string, o: { json?: boolean }) => {
     const vm = await client.call<VmInfo>('GET', vmPath(name));
     warn(vm);
-    print(o.json, vm, () => vmDetails(vm));
+    await print(o.json, vm, async () => (await format()).vmDetails(vm));
   });
 
 program
@@ -170,7 +176,7 @@ program
       warnings: string[];
     }>('GET', '/v1/host');
     warn(host);
-    print(
+    await print(
       o.json,
       host,
       () =>

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import http from 'node:http';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import pino from 'pino';
 import { decideAccel } from '../host/accel.js';
@@ -8,6 +8,10 @@ import { inspectQemu } from '../host/qemu-binary.js';
 import { buildApi } from './api.js';
 import { checkSocketPath, daemonPidfile, daemonSocket, resolveLayout } from './paths.js';
 import { VmManager } from './vms.js';
+
+// Through require: an ESM import of node:http evaluates its fetch/WebSocket getters, which load
+// undici and cost the daemon several MB of resident memory it never uses.
+const http = createRequire(import.meta.url)('node:http') as typeof import('node:http');
 
 export interface DaemonOptions {
   /** Loopback TCP address (host:port) served beside the Unix socket, bearer-token protected. */
