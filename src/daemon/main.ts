@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import type { Server } from 'node:http';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import pino from 'pino';
@@ -75,7 +76,7 @@ export async function runDaemon(options: DaemonOptions = {}): Promise<void> {
   await chmod(socketPath, 0o660);
   logger.info({ socket: socketPath, home: layout.home }, 'phyllomed ready');
 
-  let tcp: http.Server | undefined;
+  let tcp: Server | undefined;
   if (options.listen) {
     const at = options.listen.lastIndexOf(':');
     const host = options.listen.slice(0, at);
