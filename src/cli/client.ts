@@ -81,8 +81,9 @@ export class Client {
       stdio: ['ignore', log, log],
     });
     closeSync(log);
-    let exited: number | null | undefined;
-    child.on('exit', (code) => (exited = code));
+    // Ours may exit because another CLI started a daemon first: give that one a moment to answer.
+    let exitedAt: number | undefined;
+    child.on('exit', () => (exitedAt = Date.now()));
     child.unref();
     const deadline = Date.now() + 20_000;
     for (;;) {
@@ -90,7 +91,7 @@ export class Client {
         await request(this.socket, 'GET', '/v1/vms');
         return;
       } catch {
-        if (exited !== undefined || Date.now() > deadline) {
+        if ((exitedAt !== undefined && Date.now() > exitedAt + 3000) || Date.now() > deadline) {
           throw new Error(`phyllomed did not start: see ${daemonLog(this.layout)}`);
         }
         await sleep(50);

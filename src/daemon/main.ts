@@ -1,12 +1,14 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { createRequire } from 'node:module';
+import net from 'node:net';
 import path from 'node:path';
 import pino from 'pino';
 import { decideAccel } from '../host/accel.js';
 import { inspectQemu } from '../host/qemu-binary.js';
 import { buildApi } from './api.js';
+import { writeFileAtomic } from './files.js';
 import { checkSocketPath, daemonPidfile, daemonSocket, resolveLayout } from './paths.js';
 import { VmManager } from './vms.js';
 
@@ -22,19 +24,25 @@ export interface DaemonOptions {
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|\[::1\])$/;
 
-async function claimPidfile(file: string): Promise<void> {
+/**
+ * One daemon per PHYLLOME_HOME. The mutex is an abstract Unix socket named after the home: binding it
+ * is atomic, and the kernel releases it when the process dies, even by SIGKILL, so there is no stale
+ * lock to clean up (and no race between two daemons cleaning one up).
+ */
+async function holdInstanceLock(home: string, pidfile: string): Promise<void> {
+  const name = `\0phyllomed-${createHash('sha256').update(home).digest('hex').slice(0, 32)}`;
+  const server = net.createServer();
   try {
-    await writeFile(file, `${process.pid}\n`, { flag: 'wx' });
-    return;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(name, resolve);
+    });
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw e;
+    const pid = (await readFile(pidfile, 'utf8').catch(() => '?')).trim();
+    throw new Error(`phyllomed already runs for this PHYLLOME_HOME (pid ${pid})`, { cause: e });
   }
-  const pid = Number.parseInt(await readFile(file, 'utf8').catch(() => ''), 10);
-  const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-  if (pid && pid !== process.pid && cmdline.includes('daemon')) {
-    throw new Error(`phyllomed already runs for this PHYLLOME_HOME (pid ${pid})`);
-  }
-  await writeFile(file, `${process.pid}\n`);
+  server.unref();
 }
 
 /** Reads or makes the API token (0600) for TCP clients. */
@@ -57,7 +65,8 @@ export async function runDaemon(options: DaemonOptions = {}): Promise<void> {
   const socketPath = daemonSocket(layout);
   checkSocketPath(socketPath);
   const pidfile = daemonPidfile(layout);
-  await claimPidfile(pidfile);
+  await holdInstanceLock(layout.home, pidfile);
+  await writeFileAtomic(pidfile, `${process.pid}\n`);
 
   const qemu = await inspectQemu();
   const accel = decideAccel(qemu.binary);

@@ -1,9 +1,20 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createGuest, destroyHome, makeHome, ok, root, waitFor, type TestHome } from './helpers.js';
+import {
+  alive,
+  cli,
+  createGuest,
+  daemonPid,
+  destroyHome,
+  makeHome,
+  ok,
+  root,
+  waitFor,
+  type TestHome,
+} from './helpers.js';
 
 let h: TestHome;
 let daemon: ChildProcess;
@@ -112,5 +123,40 @@ describe('the API', () => {
     // A new (auto-started) daemon takes it over.
     expect(JSON.parse(await ok(h, ['status', 'evented', '--json']))).toMatchObject({ state: 'running', pid });
     await ok(h, ['stop', 'evented', '--force']);
+  });
+
+  it('starts exactly one daemon when several CLIs find none', async () => {
+    const other = await makeHome();
+    try {
+      const runs = await Promise.all([1, 2, 3].map(() => cli(other, ['list', '--json'])));
+      expect(runs.map((r) => r.code)).toEqual([0, 0, 0]);
+      const pid = await daemonPid(other);
+      expect(pid && alive(pid)).toBe(true);
+      const daemons = async () => {
+        const found: number[] = [];
+        for (const p of (await readdir('/proc')).filter((x) => /^\d+$/.test(x))) {
+          const environ = await readFile(`/proc/${p}/environ`, 'utf8').catch(() => '');
+          const cmdline = await readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
+          if (
+            environ.includes(`PHYLLOME_HOME=${other.home}\0`) &&
+            cmdline.includes('daemon') &&
+            alive(Number(p))
+          ) {
+            found.push(Number(p));
+          }
+        }
+        return found;
+      };
+      // The daemons that lost the race exit once they find the lock taken; one stays.
+      await waitFor(
+        'the losing daemons to exit',
+        async () => ((await daemons()).length === 1 ? true : undefined),
+        10_000,
+      );
+      expect(await daemons()).toEqual([pid]);
+      expect(JSON.parse((await cli(other, ['list', '--json'])).stdout)).toEqual([]);
+    } finally {
+      await destroyHome(other);
+    }
   });
 });

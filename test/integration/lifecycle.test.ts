@@ -1,4 +1,4 @@
-import { access, readFile, stat } from 'node:fs/promises';
+import { access, readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
@@ -142,5 +142,32 @@ describe('a VM through the CLI, on real QEMU', () => {
     expect(await first.exited).toBe(0);
     expect(await second.exited).toBe(0);
     await ok(h, ['stop', 'late']);
+  });
+
+  it('never interleaves two operations on one VM: concurrent starts launch one QEMU', async () => {
+    await createGuest(h, 'racy');
+    const results = await Promise.all([
+      cli(h, ['start', 'racy']),
+      cli(h, ['start', 'racy']),
+      cli(h, ['start', 'racy']),
+    ]);
+    expect(results.map((r) => r.code).sort()).toEqual([0, 1, 1]);
+    for (const r of results.filter((x) => x.code === 1))
+      expect(r.stderr).toMatch(/VM "racy" is already running/);
+    const { uuid, pid } = await json<Vm & { uuid: string }>(h, ['status', 'racy']);
+    const qemus: number[] = [];
+    for (const p of (await readdir('/proc')).filter((x) => /^\d+$/.test(x))) {
+      const argv = (await readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '')).split('\0');
+      if (argv.includes(uuid) && alive(Number(p))) qemus.push(Number(p));
+    }
+    expect(qemus).toEqual([pid]);
+    // A stop racing a pause: both complete, one after the other, and the VM ends stopped.
+    const [paused, stopped] = await Promise.all([
+      cli(h, ['pause', 'racy']),
+      cli(h, ['stop', 'racy', '--force']),
+    ]);
+    expect(stopped.code).toBe(0);
+    expect([0, 1]).toContain(paused.code);
+    expect((await json<Vm>(h, ['status', 'racy'])).state).toBe('stopped');
   });
 });
