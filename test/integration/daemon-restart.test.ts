@@ -84,7 +84,14 @@ describe('the daemon can die without taking VMs with it', () => {
     await console.exited;
     await ok(h, ['resume', 'two']);
     expect(await json<Vm>(h, ['stop', 'one'])).toMatchObject({ state: 'stopped', forced: false });
-    expect(await json<Vm>(h, ['stop', 'two', '--timeout', '90'])).toMatchObject({ state: 'stopped' });
+    // 'two' was paused before it booted: let it boot, so the power button finds its ACPI daemon.
+    await waitFor(
+      'two to boot',
+      async () =>
+        (await readFile(path.join(h.home, 'vms/two/serial.log'), 'utf8')).includes(READY) || undefined,
+      90_000,
+    );
+    expect(await json<Vm>(h, ['stop', 'two'])).toMatchObject({ state: 'stopped', forced: false });
     expect(alive(pids.one!)).toBe(false);
     expect(alive(pids.two!)).toBe(false);
 
