@@ -1,5 +1,7 @@
 // Two single-file bundles: the CLI (small, starts fast) and the daemon, which the CLI's `daemon`
 // command loads only when asked. Each reads one file at start-up, not a node_modules tree.
+// dist/phyllome.mjs is a two-line launcher that turns on V8's compile cache before loading the CLI.
+import { writeFile } from 'node:fs/promises';
 import { build } from 'esbuild';
 
 const common = {
@@ -20,8 +22,12 @@ await Promise.all([
   build({
     ...common,
     entryPoints: ['src/cli/main.ts'],
-    outfile: 'dist/phyllome.mjs',
+    outfile: 'dist/cli.mjs',
     external: ['./phyllomed.mjs'],
   }),
   build({ ...common, entryPoints: ['src/daemon/entry.ts'], outfile: 'dist/phyllomed.mjs' }),
 ]);
+await writeFile(
+  'dist/phyllome.mjs',
+  "import { enableCompileCache } from 'node:module';\nenableCompileCache?.();\nawait import('./cli.mjs');\n",
+);
