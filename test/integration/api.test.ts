@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,6 +9,7 @@ import {
   createGuest,
   daemonPid,
   destroyHome,
+  findProcesses,
   makeHome,
   ok,
   root,
@@ -132,21 +133,10 @@ describe('the API', () => {
       expect(runs.map((r) => r.code)).toEqual([0, 0, 0]);
       const pid = await daemonPid(other);
       expect(pid && alive(pid)).toBe(true);
-      const daemons = async () => {
-        const found: number[] = [];
-        for (const p of (await readdir('/proc')).filter((x) => /^\d+$/.test(x))) {
-          const environ = await readFile(`/proc/${p}/environ`, 'utf8').catch(() => '');
-          const cmdline = await readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '');
-          if (
-            environ.includes(`PHYLLOME_HOME=${other.home}\0`) &&
-            cmdline.includes('daemon') &&
-            alive(Number(p))
-          ) {
-            found.push(Number(p));
-          }
-        }
-        return found;
-      };
+      const daemons = () =>
+        findProcesses(
+          (argv, environ) => argv.includes('daemon') && environ.includes(`PHYLLOME_HOME=${other.home}\0`),
+        );
       // The daemons that lost the race exit once they find the lock taken; one stays.
       await waitFor(
         'the losing daemons to exit',

@@ -1,37 +1,27 @@
 import { spawn } from 'node:child_process';
-import { access, mkdir, readdir, readFile } from 'node:fs/promises';
+import { access, mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   alive,
-  root,
   createGuest,
   daemonPid,
-  destroyHome,
+  findProcesses,
   json,
-  makeHome,
   ok,
   openConsole,
   READY,
+  root,
+  useHome,
   waitFor,
-  type TestHome,
+  waitForReady,
+  type Vm,
 } from './helpers.js';
 
-interface Vm {
-  name: string;
-  state: string;
-  reason?: string;
-  pid?: number;
-}
-
-let h: TestHome;
-beforeEach(async () => {
-  h = await makeHome();
-});
-afterEach(() => destroyHome(h));
+const home = useHome();
 
 const killDaemon = async () => {
-  const pid = (await daemonPid(h))!;
+  const pid = (await daemonPid(home()))!;
   process.kill(pid, 'SIGKILL');
   await waitFor('the daemon to die', () => !alive(pid) || undefined, 5000);
   return pid;
@@ -39,6 +29,7 @@ const killDaemon = async () => {
 
 describe('the daemon can die without taking VMs with it', () => {
   it('re-adopts running VMs after SIGKILL and records those that died meanwhile', async () => {
+    const h = home();
     for (const name of ['one', 'two', 'three']) {
       await createGuest(h, name);
       await ok(h, ['start', name]);
@@ -47,12 +38,7 @@ describe('the daemon can die without taking VMs with it', () => {
     expect(before.map((v) => v.state)).toEqual(['running', 'running', 'running']);
     const pids = Object.fromEntries(before.map((v) => [v.name, v.pid!]));
     // Wait for 'one' to boot, so it can answer the power button after the re-adoption.
-    await waitFor(
-      'one to boot',
-      async () =>
-        (await readFile(path.join(h.home, 'vms/one/serial.log'), 'utf8')).includes(READY) || undefined,
-      90_000,
-    );
+    await waitForReady(h, 'one');
     await ok(h, ['pause', 'two']);
 
     const oldDaemon = await killDaemon();
@@ -85,12 +71,7 @@ describe('the daemon can die without taking VMs with it', () => {
     await ok(h, ['resume', 'two']);
     expect(await json<Vm>(h, ['stop', 'one'])).toMatchObject({ state: 'stopped', forced: false });
     // 'two' was paused before it booted: let it boot, so the power button finds its ACPI daemon.
-    await waitFor(
-      'two to boot',
-      async () =>
-        (await readFile(path.join(h.home, 'vms/two/serial.log'), 'utf8')).includes(READY) || undefined,
-      90_000,
-    );
+    await waitForReady(h, 'two');
     expect(await json<Vm>(h, ['stop', 'two'])).toMatchObject({ state: 'stopped', forced: false });
     expect(alive(pids.one!)).toBe(false);
     expect(alive(pids.two!)).toBe(false);
@@ -101,6 +82,7 @@ describe('the daemon can die without taking VMs with it', () => {
   });
 
   it('sees a clean guest shutdown that happened while it was down', async () => {
+    const h = home();
     await createGuest(h, 'quiet');
     await ok(h, ['start', 'quiet']);
     const { pid } = await json<Vm>(h, ['status', 'quiet']);
@@ -121,20 +103,18 @@ describe('the daemon can die without taking VMs with it', () => {
   });
 
   it('leaves no KVM probe behind when killed during start-up', async () => {
+    const h = home();
     const tmp = path.join(h.dir, 'tmp');
     await mkdir(tmp);
     const daemon = spawn(process.execPath, [path.join(root, 'dist/phyllome.mjs'), 'daemon'], {
       env: { ...h.env, TMPDIR: tmp },
       stdio: 'ignore',
     });
-    const probes = async () => {
-      const found: number[] = [];
-      for (const pid of (await readdir('/proc')).filter((p) => /^\d+$/.test(p))) {
-        const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-        if (cmdline.includes(tmp) && cmdline.includes('isa-debug-exit')) found.push(Number(pid));
-      }
-      return found.filter(alive);
-    };
+    const probes = () =>
+      findProcesses(
+        (argv) =>
+          argv.some((a) => a.includes(tmp)) && argv.includes('isa-debug-exit,iobase=0xf4,iosize=0x01'),
+      );
     // Kill it while its probe runs (the probe outlives start-up on a machine whose KVM hangs).
     const probe = await waitFor(
       'the probe to start',

@@ -2,7 +2,8 @@ import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child
 import { readFileSync } from 'node:fs';
 import { copyFile, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { inject } from 'vitest';
+import { afterEach, beforeEach, inject } from 'vitest';
+import type { VmInfo } from '../../src/daemon/vms.js';
 import { isQemuFor, readPidfile } from '../../src/qemu/process.js';
 
 export const root = path.resolve(import.meta.dirname, '../..');
@@ -159,4 +160,38 @@ export async function createGuest(h: TestHome, name: string, extra: string[] = [
     '256M',
     ...extra,
   ]);
+}
+
+/** What `phyllome status/stop --json` prints. */
+export type Vm = VmInfo & { forced?: boolean };
+
+/** A fresh test home for each test of the file, destroyed (processes killed) after it. */
+export function useHome(): () => TestHome {
+  let h: TestHome | undefined;
+  beforeEach(async () => {
+    h = await makeHome();
+  });
+  afterEach(() => destroyHome(h!));
+  return () => h!;
+}
+
+/** Waits (bounded) until the guest has printed its ready line into its serial log. */
+export function waitForReady(h: TestHome, name: string, timeoutMs = 90_000): Promise<true> {
+  const log = path.join(h.home, 'vms', name, 'serial.log');
+  return waitFor(
+    `${name} to boot`,
+    async () => (await readFile(log, 'utf8').catch(() => '')).includes(READY) || undefined,
+    timeoutMs,
+  );
+}
+
+/** Live processes whose command line (NUL-separated argv) and environment match. */
+export async function findProcesses(match: (argv: string[], environ: string) => boolean): Promise<number[]> {
+  const found: number[] = [];
+  for (const entry of (await readdir('/proc')).filter((p) => /^\d+$/.test(p))) {
+    const argv = (await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    const environ = await readFile(`/proc/${entry}/environ`, 'utf8').catch(() => '');
+    if (match(argv, environ) && alive(Number(entry))) found.push(Number(entry));
+  }
+  return found;
 }

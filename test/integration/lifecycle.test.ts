@@ -1,38 +1,26 @@
-import { access, readdir, readFile, stat } from 'node:fs/promises';
+import { access, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   alive,
   cli,
   copyDisk,
   createGuest,
-  destroyHome,
+  findProcesses,
   json,
-  makeHome,
   ok,
   openConsole,
   READY,
-  waitFor,
-  type TestHome,
+  useHome,
+  waitForReady,
+  type Vm,
 } from './helpers.js';
 
-interface Vm {
-  name: string;
-  state: string;
-  reason?: string;
-  pid?: number;
-  accel?: string;
-  warnings: string[];
-}
-
-let h: TestHome;
-beforeEach(async () => {
-  h = await makeHome();
-});
-afterEach(() => destroyHome(h));
+const home = useHome();
 
 describe('a VM through the CLI, on real QEMU', () => {
   it('boots, shows its console, pauses, resumes and stops on the ACPI power button', async () => {
+    const h = home();
     // A comma and an equals sign in the disk path prove user values reach QEMU escaped.
     const disk = await copyDisk(h, 'data,id=x.ext4');
     await createGuest(h, 'demo', ['--disk', `${disk}:ro`]);
@@ -68,7 +56,7 @@ describe('a VM through the CLI, on real QEMU', () => {
     await ok(h, ['resume', 'demo']);
     expect((await json<Vm>(h, ['status', 'demo'])).state).toBe('running');
 
-    const stopped = await json<Vm & { forced: boolean }>(h, ['stop', 'demo', '--timeout', '60']);
+    const stopped = await json<Vm>(h, ['stop', 'demo', '--timeout', '60']);
     expect(stopped).toMatchObject({ state: 'stopped', forced: false, reason: 'guest shut down' });
     expect(alive(vm.pid!)).toBe(false);
     // Runtime files are gone; nothing stale is left for the next start.
@@ -77,19 +65,21 @@ describe('a VM through the CLI, on real QEMU', () => {
   });
 
   it('forces off a guest that ignores the power button, after the timeout', async () => {
+    const h = home();
     await createGuest(h, 'stubborn');
     await ok(h, ['start', 'stubborn']);
     const { pid } = await json<Vm>(h, ['status', 'stubborn']);
     // Paused at once, the guest has not booted to its ACPI daemon: stop must fall back to force.
     await ok(h, ['pause', 'stubborn']);
     const begin = Date.now();
-    const stopped = await json<Vm & { forced: boolean }>(h, ['stop', 'stubborn', '--timeout', '1']);
+    const stopped = await json<Vm>(h, ['stop', 'stubborn', '--timeout', '1']);
     expect(stopped).toMatchObject({ state: 'stopped', forced: true, reason: 'forced off' });
     expect(Date.now() - begin).toBeLessThan(30_000);
     expect(alive(pid!)).toBe(false);
   });
 
   it('restarts, force-stops and deletes', async () => {
+    const h = home();
     await createGuest(h, 'again');
     await ok(h, ['start', 'again']);
     const first = await json<Vm>(h, ['status', 'again']);
@@ -99,7 +89,7 @@ describe('a VM through the CLI, on real QEMU', () => {
     expect(second.pid).not.toBe(first.pid);
     expect(alive(first.pid!)).toBe(false);
 
-    const forced = await json<Vm & { forced: boolean }>(h, ['stop', 'again', '--force']);
+    const forced = await json<Vm>(h, ['stop', 'again', '--force']);
     expect(forced).toMatchObject({ state: 'stopped', forced: true });
     expect(alive(second.pid!)).toBe(false);
 
@@ -109,6 +99,7 @@ describe('a VM through the CLI, on real QEMU', () => {
   });
 
   it('deletes a running VM only with --force, killing it first', async () => {
+    const h = home();
     await createGuest(h, 'doomed');
     await ok(h, ['start', 'doomed']);
     const { pid } = await json<Vm>(h, ['status', 'doomed']);
@@ -122,14 +113,10 @@ describe('a VM through the CLI, on real QEMU', () => {
   });
 
   it('shows recent output to a console attached after boot, and to two consoles at once', async () => {
+    const h = home();
     await createGuest(h, 'late');
     await ok(h, ['start', 'late']);
-    const log = path.join(h.home, 'vms/late/serial.log');
-    await waitFor(
-      'the ready line in the serial log',
-      async () => (await readFile(log, 'utf8')).includes(READY) || undefined,
-      90_000,
-    );
+    await waitForReady(h, 'late');
     const first = openConsole(h, 'late');
     const second = openConsole(h, 'late');
     await first.waitFor(READY);
@@ -145,6 +132,7 @@ describe('a VM through the CLI, on real QEMU', () => {
   });
 
   it('never interleaves two operations on one VM: concurrent starts launch one QEMU', async () => {
+    const h = home();
     await createGuest(h, 'racy');
     const results = await Promise.all([
       cli(h, ['start', 'racy']),
@@ -154,12 +142,8 @@ describe('a VM through the CLI, on real QEMU', () => {
     expect(results.map((r) => r.code).sort()).toEqual([0, 1, 1]);
     for (const r of results.filter((x) => x.code === 1))
       expect(r.stderr).toMatch(/VM "racy" is already running/);
-    const { uuid, pid } = await json<Vm & { uuid: string }>(h, ['status', 'racy']);
-    const qemus: number[] = [];
-    for (const p of (await readdir('/proc')).filter((x) => /^\d+$/.test(x))) {
-      const argv = (await readFile(`/proc/${p}/cmdline`, 'utf8').catch(() => '')).split('\0');
-      if (argv.includes(uuid) && alive(Number(p))) qemus.push(Number(p));
-    }
+    const { uuid, pid } = await json<Vm>(h, ['status', 'racy']);
+    const qemus = await findProcesses((argv) => argv.includes(uuid));
     expect(qemus).toEqual([pid]);
     // A stop racing a pause: both complete, one after the other, and the VM ends stopped.
     const [paused, stopped] = await Promise.all([
