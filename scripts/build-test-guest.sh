@@ -4,10 +4,10 @@
 # small ext4 data disk. Cached: a second run with the same kernel and script version does nothing.
 set -euo pipefail
 
-SCRIPT_VERSION=4
+SCRIPT_VERSION=5
 READY_LINE=PHYLLOME-GUEST-READY
 out=${1:-${PHYLLOME_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/phyllome}/test-guest}
-modules=(virtio_pci virtio_blk crc32c_generic ext4 button evdev virtio_net)
+modules=(virtio_pci virtio_blk crc32c_generic ext4 button evdev virtio_net virtio_gpu)
 
 need() {
   local missing=()
@@ -79,6 +79,11 @@ for m in ${modules[*]}; do modprobe \$m 2>/dev/null; done
 acpid -c /etc/acpi -l /var/log/acpid.log
 if [ -b /dev/vda ]; then
   mount -o ro /dev/vda /mnt && echo "disk: \$(cat /mnt/hello.txt)" >/dev/ttyS0
+fi
+# With a virtio GPU: what the kernel negotiated (+virgl means 3D) and the render nodes it made.
+if [ -e /dev/dri/card0 ]; then
+  echo "gpu: \$(dmesg | grep -o 'features: .*' | head -n 1)" >/dev/ttyS0
+  echo "render: \$(ls /dev/dri | tr '\\n' ' ')" >/dev/ttyS0
 fi
 echo $READY_LINE >/dev/ttyS0
 while true; do

@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(qemu-system-x86 qemu-utils busybox-static linux-image-amd64 cpio kmod e2fsprogs binutils util-linux)
+# qemu-system-gui carries the virgl device modules; Mesa gives llvmpipe when there is no GPU.
+packages=(qemu-system-x86 qemu-system-gui qemu-utils libgl1-mesa-dri libegl-mesa0 busybox-static linux-image-amd64 cpio kmod e2fsprogs binutils util-linux coreutils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -50,6 +50,13 @@ export function vmDetails(vm: VmInfo): string {
     if (vm.spec.boot.initrd) lines.push(['Initrd', vm.spec.boot.initrd]);
     if (vm.spec.boot.append) lines.push(['Cmdline', vm.spec.boot.append]);
   }
+  if (vm.spec.graphics.device !== 'none') {
+    const node = vm.spec.graphics.renderNode;
+    lines.push([
+      'Graphics',
+      node ? `${vm.spec.graphics.device} (render node ${node})` : vm.spec.graphics.device,
+    ]);
+  }
   vm.spec.disks.forEach((d, i) =>
     lines.push([`Disk ${i}`, `${d.path} (${d.format}${d.readOnly ? ', read-only' : ''})`]),
   );

@@ -58,6 +58,8 @@ program
     'attach a disk image (raw or qcow2); repeatable; ":ro" for read-only',
     parseDisk,
   )
+  .option('--graphics <device>', 'display device: none, virtio-vga (2D) or virtio-vga-gl (virgl 3D)', 'none')
+  .option('--render-node <file>', 'host render node for virtio-vga-gl (/dev/null: software rendering)')
   .addOption(jsonOption)
   .action(async (name: string, o: Record<string, unknown>) => {
     const kernel = abs(o.kernel as string | undefined);
@@ -76,6 +78,7 @@ program
           }
         : {}),
       disks: o.disk ?? [],
+      graphics: { device: o.graphics, ...(o.renderNode ? { renderNode: abs(o.renderNode as string) } : {}) },
     };
     const vm = await client.call<VmInfo>('POST', '/v1/vms', body);
     await print(

@@ -38,11 +38,23 @@ const base = ({ spec, accel }: LaunchPlan): string[] => [
   `${Math.floor(memoryBytes(spec) / 2 ** 20)}M`,
   '-smp',
   String(spec.cpus),
-  '-display',
-  'none',
   // Paused until the daemon has attached to QMP, so no event is missed.
   '-S',
 ];
+
+/** GL devices need a GL-capable display: egl-headless renders off-screen (`-display none` refuses them). */
+const graphics = ({ spec }: LaunchPlan): string[] => {
+  const { device, renderNode } = spec.graphics;
+  if (device !== 'virtio-vga-gl') {
+    return [...(device === 'none' ? [] : ['-device', opts(device, { id: 'gpu0' })]), '-display', 'none'];
+  }
+  return [
+    '-device',
+    opts(device, { id: 'gpu0' }),
+    '-display',
+    opts('egl-headless', { rendernode: renderNode }),
+  ];
+};
 
 const sandbox = ({ caps }: LaunchPlan): string[] =>
   caps.sandbox
@@ -101,5 +113,5 @@ const disks = ({ spec }: LaunchPlan): string[] => spec.disks.flatMap(disk);
 
 /** The whole QEMU argument vector (without the binary) for a plan. Pure: golden-tested. */
 export function buildQemuArgs(plan: LaunchPlan): string[] {
-  return [base, sandbox, monitor, serial, boot, disks].flatMap((part) => part(plan));
+  return [base, graphics, sandbox, monitor, serial, boot, disks].flatMap((part) => part(plan));
 }

@@ -53,6 +53,15 @@ export const bootSpec = z.strictObject({
     .optional(),
 });
 
+/**
+ * The guest's display device. `virtio-vga-gl` is virgl 3D: QEMU renders the guest's OpenGL on a host
+ * render node (`/dev/null` makes Mesa fall back to its llvmpipe software renderer: no GPU needed).
+ */
+export const graphicsSpec = z.strictObject({
+  device: z.enum(['none', 'virtio-vga', 'virtio-vga-gl']),
+  renderNode: absPath.optional(),
+});
+
 /** What a user chooses; the daemon adds identity (uuid, createdAt) to make a VmSpec. */
 export const vmSpecInput = z.strictObject({
   name: vmName,
@@ -60,6 +69,7 @@ export const vmSpecInput = z.strictObject({
   cpus: z.number().int().min(1).max(256).default(1),
   boot: bootSpec.optional(),
   disks: z.array(diskSpec).max(16).default([]),
+  graphics: graphicsSpec.default({ device: 'none' }),
 });
 
 export const vmSpec = vmSpecInput.extend({
@@ -71,6 +81,7 @@ export const vmSpec = vmSpecInput.extend({
 export type VmSpecInput = z.input<typeof vmSpecInput>;
 export type VmSpec = z.output<typeof vmSpec>;
 export type DiskSpec = z.output<typeof diskSpec>;
+export type GraphicsSpec = z.output<typeof graphicsSpec>;
 
 export { VM_NAME_RE };
 

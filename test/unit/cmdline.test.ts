@@ -80,6 +80,22 @@ describe('QEMU command line', () => {
     );
   });
 
+  it('gives virgl 3D an off-screen GL display, and 2D a plain device', async () => {
+    const virgl = parseSpec({
+      ...identity,
+      name: 'gl',
+      graphics: { device: 'virtio-vga-gl', renderNode: '/dev/dri/renderD128' },
+    });
+    await expect(buildQemuArgs(plan(virgl)).join('\n') + '\n').toMatchFileSnapshot(
+      '../golden/cmdline-virgl.txt',
+    );
+    const twoD = buildQemuArgs(
+      plan(parseSpec({ ...identity, name: 'flat', graphics: { device: 'virtio-vga' } })),
+    );
+    expect(twoD.join(' ')).toContain('-device virtio-vga,id=gpu0 -display none');
+    expect(twoD.join(' ')).not.toContain('egl-headless');
+  });
+
   it('uses host CPU under KVM and leaves out the sandbox where QEMU lacks it', () => {
     const args = buildQemuArgs(plan(demo, { accel: 'kvm', caps: { sandbox: false } }));
     expect(args).toContain('q35,accel=kvm');

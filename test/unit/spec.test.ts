@@ -25,6 +25,7 @@ describe('VM spec', () => {
       cpus: 1,
       boot: { kernel: '/boot/vmlinuz' },
       disks: [{ path: '/var/lib/x/disk.qcow2', format: 'qcow2', readOnly: false }],
+      graphics: { device: 'none' },
     });
   });
 
@@ -71,6 +72,16 @@ describe('VM spec', () => {
     ]);
     expect(problems({ name: 'a', boot: { kernel: '/k\n-daemonize' } })[0]).toMatch(/control characters/);
     expect(problems({ name: 'a', boot: { kernel: '/k', append: 'a\nb' } })[0]).toMatch(/boot.append/);
+  });
+
+  it('takes a graphics device and refuses unknown ones', () => {
+    expect(
+      parseSpecInput({ name: 'a', graphics: { device: 'virtio-vga-gl', renderNode: '/dev/null' } }).graphics,
+    ).toEqual({ device: 'virtio-vga-gl', renderNode: '/dev/null' });
+    expect(problems({ name: 'a', graphics: { device: 'cirrus' } })[0]).toMatch(/^graphics\.device:/);
+    expect(problems({ name: 'a', graphics: { device: 'virtio-vga', renderNode: 'dri' } })[0]).toMatch(
+      /^graphics\.renderNode: must be an absolute path/,
+    );
   });
 
   it('refuses a bad cpu count and a bad disk format', () => {
