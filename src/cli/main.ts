@@ -167,8 +167,12 @@ program
     await attachConsole(await client.wsUrl(`${vmPath(name)}/console`), name);
   });
 
-program
+const host = program
   .command('host')
+  .description('the host: QEMU, the accelerator, and what it can do for VMs');
+
+host
+  .command('info', { isDefault: true })
   .description('show QEMU and the accelerator phyllomed uses')
   .addOption(jsonOption)
   .action(async (o: { json?: boolean }) => {
@@ -185,6 +189,39 @@ program
       () =>
         `phyllomed ${host.version}\nQEMU ${host.qemu.version} (${host.qemu.binary})\nAccelerator ${host.accel}`,
     );
+  });
+
+const LEVEL_MARK = { ok: 'ok  ', warn: 'WARN', fail: 'FAIL' } as const;
+
+host
+  .command('check')
+  .description('check what this host can do for VMs: KVM, IOMMU, GPUs, and the best graphics for each guest')
+  .option('--root <dir>', "read a recorded host's /proc, /sys and /dev under this folder instead of /")
+  .option('--intent <intent>', 'desktop, gaming or server: ranks the graphics plans', 'desktop')
+  .addOption(jsonOption)
+  .action(async (o: { root?: string; json?: boolean; intent: string }) => {
+    const query = new URLSearchParams({
+      intent: o.intent,
+      ...(o.root ? { root: path.resolve(o.root) } : {}),
+    });
+    const check = await client.call<{
+      findings: { level: 'ok' | 'warn' | 'fail'; title: string; fix?: string }[];
+      plans: Record<string, { kind: string; why: string; tradeoff: string; devices?: string[] }[]>;
+    }>('GET', `/v1/host/check?${query}`);
+    await print(o.json, check, () => {
+      const lines = check.findings.map(
+        (f) => `${LEVEL_MARK[f.level]}  ${f.title}${f.fix ? `\n      → ${f.fix}` : ''}`,
+      );
+      lines.push('', `Best graphics for each guest (${o.intent}):`);
+      for (const [os, plans] of Object.entries(check.plans)) {
+        const best = plans[0]!;
+        lines.push(
+          `  ${os.padEnd(8)} ${best.kind}${best.devices ? ` (${best.devices.join(', ')})` : ''}: ${best.why}`,
+        );
+      }
+      return lines.join('\n');
+    });
+    if (check.findings.some((f) => f.level === 'fail')) process.exitCode = 3;
   });
 
 program

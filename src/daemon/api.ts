@@ -17,6 +17,11 @@ import type { VmManager } from './vms.js';
 import type { AccelDecision } from '../host/accel.js';
 import type { QemuInfo } from '../host/qemu-binary.js';
 import { VERSION } from '../version.js';
+import path from 'node:path';
+import { hostFindings } from '../host/findings.js';
+import { introspectQemu } from '../host/qemu-features.js';
+import { readHost } from '../host/report.js';
+import { planGraphics } from '../guest/graphics-plan.js';
 
 const errorBody = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
 
@@ -143,6 +148,39 @@ export async function buildApi(deps: ApiDeps) {
         accel: decision.accel,
         warnings: decision.warning ? [decision.warning] : [],
       };
+    },
+  );
+
+  // The host check reads under `root` (a recorded host replays like a live one); live probes run only
+  // for the real root and are cached for the daemon's run.
+  let features: ReturnType<typeof introspectQemu> | undefined;
+  api.get(
+    '/v1/host/check',
+    {
+      schema: {
+        summary: 'Host check: findings, and ranked graphics plans for each guest family',
+        querystring: z.object({
+          root: z.string().optional(),
+          intent: z.enum(['desktop', 'gaming', 'server']).default('desktop'),
+        }),
+      },
+    },
+    async (request) => {
+      const root = request.query.root ?? '/';
+      if (!path.isAbsolute(root))
+        throw new UserError('root must be an absolute path, like /srv/recorded-host');
+      const report = await readHost(root);
+      const live = root === '/';
+      features ??= introspectQemu(deps.qemu.binary);
+      const qemu = await features;
+      const findings = hostFindings(report, live ? { accel: await deps.accel, qemu } : {});
+      const plans = Object.fromEntries(
+        (['linux', 'windows', 'macos', 'bsd'] as const).map((os) => [
+          os,
+          planGraphics(report, qemu, os, request.query.intent),
+        ]),
+      );
+      return { report, findings, plans };
     },
   );
 

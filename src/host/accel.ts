@@ -74,11 +74,13 @@ export async function runAccelProbe(qemu: string, accel: Accel, timeoutMs: numbe
         clearTimeout(timer);
         resolve(`cannot run ${qemu}: ${err.message}`);
       });
-      child.on('exit', (code) => {
+      child.on('exit', (code, signal) => {
         clearTimeout(timer);
-        resolve(
-          code === PROBE_EXIT_CODE ? true : stderr.trim().split('\n').pop() || `QEMU exited with ${code}`,
-        );
+        if (code === PROBE_EXIT_CODE) resolve(true);
+        // timeout(1) signals its whole process group, itself included: it dies of the KILL it sent.
+        else if (signal === 'SIGKILL' || code === 124 || code === 137) {
+          resolve(`the test vCPU did not run within ${timeoutMs} ms`);
+        } else resolve(stderr.trim().split('\n').pop() || `QEMU exited with ${code}`);
       });
     });
   } finally {

@@ -1,0 +1,106 @@
+import type { QemuFeatures } from '../host/qemu-features.js';
+import type { Gpu, HostReport } from '../host/report.js';
+import type { GraphicsSpec } from '../spec/schema.js';
+
+export type GuestFamily = 'linux' | 'windows' | 'macos' | 'bsd';
+export type Intent = 'desktop' | 'gaming' | 'server';
+
+export interface Strategy {
+  kind: 'vfio-passthrough' | 'sriov-vf' | 'mdev' | 'virtio-virgl' | 'virtio-2d';
+  /** The display device for the VM spec (virtio kinds), or the host devices to hand over. */
+  graphics?: GraphicsSpec;
+  devices?: string[];
+  why: string;
+  /** What the user gives up by choosing it. */
+  tradeoff: string;
+}
+
+/** Order of preference for 3D: a whole GPU beats a slice of one beats sharing through the host. */
+const PREFERENCE: Strategy['kind'][] = ['vfio-passthrough', 'sriov-vf', 'mdev', 'virtio-virgl', 'virtio-2d'];
+
+const name = (g: Gpu) =>
+  `${g.vendor === 'nvidia' ? 'NVIDIA' : g.vendor === 'amd' ? 'AMD' : g.vendor === 'intel' ? 'Intel' : 'GPU'} ${g.deviceId} at ${g.bdf}`;
+
+function passthrough(r: HostReport): Strategy[] {
+  if (!r.iommu.enabled) return [];
+  const physical = r.gpus.filter((g) => !g.isVf);
+  return physical
+    .filter((g) => g.isolated && !g.bootVga && physical.length > 1)
+    .map((g) => ({
+      kind: 'vfio-passthrough' as const,
+      devices: [g.bdf, ...g.companions],
+      why: `${name(g)} is alone in IOMMU group ${g.iommuGroup} (with ${g.companions.length ? g.companions.join(', ') : 'no other function'}) and is not the host's boot display: the guest gets the whole GPU at native speed`,
+      tradeoff: `The host loses ${g.bdf} while the VM runs; the guest needs its own monitor on that card${g.resetMethods.length ? '' : '; the card has no reset method, so a second start may need a host reboot'}`,
+    }));
+}
+
+function slices(r: HostReport): Strategy[] {
+  const out: Strategy[] = [];
+  for (const g of r.gpus) {
+    if (g.sriov && g.sriov.vfs.length) {
+      out.push({
+        kind: 'sriov-vf',
+        devices: [g.sriov.vfs[0]!],
+        why: `${name(g)} offers SR-IOV: virtual function ${g.sriov.vfs[0]} gives the guest a hardware GPU slice with its own driver`,
+        tradeoff: `Shares ${g.bdf}'s power with ${g.sriov.numVfs - 1} other VF(s); the guest needs the vendor's VF driver`,
+      });
+    }
+    const type = g.mdevTypes.find((t) => t.available > 0);
+    if (type) {
+      out.push({
+        kind: 'mdev',
+        devices: [`${g.bdf}/${type.id}`],
+        why: `${name(g)} offers mediated devices: ${type.name} (${type.available} available) gives the guest a hardware GPU slice`,
+        tradeoff:
+          'Slower than a whole GPU; needs a GL display for its screen; Intel GVT-g stops at 10th-generation Core',
+      });
+    }
+  }
+  return out;
+}
+
+function virgl(r: HostReport, q: QemuFeatures, guest: GuestFamily): Strategy | undefined {
+  if (guest !== 'linux' || !q.virtioVgaGl || !q.displays.includes('egl-headless')) return undefined;
+  const host = r.gpus.find((g) => g.renderNode && g.bootVga) ?? r.gpus.find((g) => g.renderNode);
+  const renderNode = host ? `/dev/dri/${host.renderNode}` : '/dev/null';
+  return {
+    kind: 'virtio-virgl',
+    graphics: { device: 'virtio-vga-gl', renderNode },
+    why: host
+      ? `The guest's OpenGL runs on the host's ${name(host)} through virgl; the host keeps its GPU`
+      : 'No host render node: virgl falls back to the host CPU (Mesa llvmpipe), which is slow but works',
+    tradeoff: 'OpenGL only (no Vulkan on this QEMU), a fraction of native speed',
+  };
+}
+
+function twoD(guest: GuestFamily): Strategy {
+  const reason: Record<GuestFamily, string> = {
+    linux: 'Works with every Linux guest',
+    windows: 'Windows has no released virtio-gpu 3D driver; virtio-win drives the 2D display',
+    macos: 'macOS has no virtio-gpu driver for 3D',
+    bsd: 'BSD guests drive virtio-gpu in 2D only',
+  };
+  return {
+    kind: 'virtio-2d',
+    graphics: { device: 'virtio-vga' },
+    why: reason[guest],
+    tradeoff: 'No 3D acceleration',
+  };
+}
+
+/**
+ * Ranks the graphics strategies this host allows for a guest, best first, each with its reason.
+ * Pure: the host report and QEMU's features in, the plan out (golden-tested on recorded hosts).
+ */
+export function planGraphics(r: HostReport, q: QemuFeatures, guest: GuestFamily, intent: Intent): Strategy[] {
+  const hardware = [...passthrough(r), ...slices(r)];
+  const soft = virgl(r, q, guest);
+  const all = [...hardware, ...(soft ? [soft] : []), twoD(guest)];
+  const rank = (s: Strategy) =>
+    intent === 'server'
+      ? s.kind === 'virtio-2d'
+        ? -1
+        : PREFERENCE.indexOf(s.kind)
+      : PREFERENCE.indexOf(s.kind);
+  return all.sort((a, b) => rank(a) - rank(b));
+}
