@@ -1,0 +1,104 @@
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { planGraphics } from '../../src/guest/graphics-plan.js';
+import { hostFindings } from '../../src/host/findings.js';
+import type { QemuFeatures } from '../../src/host/qemu-features.js';
+import { readHost } from '../../src/host/report.js';
+
+let root: string;
+beforeEach(async () => {
+  root = await mkdtemp(path.join(os.tmpdir(), 'phyllome-host-'));
+});
+afterEach(() => rm(root, { recursive: true, force: true }));
+
+const put = async (rel: string, text: string) => {
+  await mkdir(path.dirname(path.join(root, rel)), { recursive: true });
+  await writeFile(path.join(root, rel), text + '\n');
+};
+
+/** Debian 12's QEMU 7.2 with qemu-system-gui, as introspected on these machines. */
+export const QEMU_72: QemuFeatures = {
+  accelerators: ['tcg', 'kvm'],
+  machines: ['pc', 'q35'],
+  displays: ['none', 'gtk', 'sdl', 'egl-headless', 'curses', 'spice-app', 'dbus'],
+  virtioVgaGl: true,
+  gpuGlProperties: ['blob'],
+  tools: { swtpm: true, ovmf: true, virtiofsd: true },
+};
+
+describe('host check on partial and broken roots', () => {
+  it('reports a missing root as a host with nothing, without failing', async () => {
+    const started = Date.now();
+    const report = await readHost(path.join(root, 'nonexistent'));
+    expect(report).toMatchObject({
+      cpu: { cpus: 0 },
+      kvm: { device: false },
+      iommu: { enabled: false },
+      gpus: [],
+    });
+    const findings = hostFindings(report);
+    expect(findings.find((f) => f.id === 'cpu-virtualization')).toMatchObject({ level: 'fail' });
+    expect(findings.find((f) => f.id === 'kvm-device')).toMatchObject({
+      level: 'fail',
+      fix: expect.stringMatching(/modprobe/),
+    });
+    expect(Date.now() - started).toBeLessThan(1000);
+  });
+
+  it('says what it could not read and goes on', async () => {
+    await mkdir(path.join(root, 'proc/cpuinfo'), { recursive: true }); // a folder where a file should be
+    await put('sys/bus/pci/devices/0000:00:02.0/class', '0x030000');
+    await put('sys/bus/pci/devices/0000:00:02.0/vendor', 'garbage');
+    const report = await readHost(root);
+    expect(report.unreadable).toEqual(['proc/cpuinfo (EISDIR)']);
+    expect(report.gpus).toHaveLength(1);
+    expect(report.gpus[0]).toMatchObject({
+      bdf: '0000:00:02.0',
+      vendor: 'other',
+      bootVga: false,
+      resetMethods: [],
+    });
+    expect(hostFindings(report).find((f) => f.id === 'unreadable')).toMatchObject({ level: 'warn' });
+  });
+
+  it('judges isolation by the kernel rule: same-slot functions and bridges only', async () => {
+    await put('proc/cpuinfo', 'processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu svm lm');
+    await mkdir(path.join(root, 'sys/class/iommu/ivhd0'), { recursive: true });
+    const device = async (bdf: string, cls: string, group: number) => {
+      await put(`sys/bus/pci/devices/${bdf}/class`, cls);
+      await put(`sys/bus/pci/devices/${bdf}/vendor`, '0x10de');
+      await put(`sys/bus/pci/devices/${bdf}/device`, '0x2504');
+      await mkdir(path.join(root, `sys/kernel/iommu_groups/${group}/devices`), { recursive: true });
+      await symlink(
+        `../../../../bus/pci/devices/${bdf}`,
+        path.join(root, `sys/kernel/iommu_groups/${group}/devices/${bdf}`),
+      );
+    };
+    await device('0000:01:00.0', '0x030000', 1);
+    await device('0000:01:00.1', '0x040300', 1);
+    await device('0000:00:01.0', '0x060400', 1);
+    await device('0000:02:00.0', '0x030000', 2);
+    await device('0000:03:00.0', '0x0c0330', 2);
+    const report = await readHost(root);
+    const [a, b] = report.gpus;
+    expect(a).toMatchObject({
+      bdf: '0000:01:00.0',
+      iommuGroup: 1,
+      isolated: true,
+      companions: ['0000:01:00.1'],
+    });
+    expect(b).toMatchObject({ bdf: '0000:02:00.0', iommuGroup: 2, isolated: false });
+    const findings = hostFindings(report);
+    expect(findings.find((f) => f.id === 'gpu-0000:02:00.0')?.title).toMatch(
+      /shares IOMMU group 2 with 0000:03:00.0/,
+    );
+    expect(JSON.stringify(findings)).not.toMatch(/acs/i);
+    // Windows gets the isolated, non-boot GPU whole; the shared one is never offered.
+    const plan = planGraphics(report, QEMU_72, 'windows', 'gaming');
+    expect(plan[0]).toMatchObject({ kind: 'vfio-passthrough', devices: ['0000:01:00.0', '0000:01:00.1'] });
+    expect(plan.some((s) => s.devices?.includes('0000:02:00.0'))).toBe(false);
+    expect(plan.some((s) => s.kind === 'virtio-virgl')).toBe(false);
+  });
+});
