@@ -1,0 +1,45 @@
+import { describe, expect, it } from 'vitest';
+import { cli, useHome } from './helpers.js';
+
+const home = useHome();
+
+interface Check {
+  report: { kvm: { device: boolean } };
+  findings: { id: string; level: string; title: string; fix?: string }[];
+  plans: Record<string, { kind: string; graphics?: { device: string; renderNode?: string } }[]>;
+}
+
+describe('phyllome host check', () => {
+  it('checks this machine with live probes, and exits 3 when something fails', async () => {
+    const r = await cli(home(), ['host', 'check', '--json']);
+    const check = JSON.parse(r.stdout) as Check;
+    const kvm = check.findings.find((f) => f.id === 'kvm-usable')!;
+    expect(['ok', 'fail']).toContain(kvm.level);
+    expect(r.code).toBe(check.findings.some((f) => f.level === 'fail') ? 3 : 0);
+    // Debian's QEMU with qemu-system-gui (installed by scripts/install-deps.sh) does virgl.
+    expect(check.findings.find((f) => f.id === 'qemu-virgl')).toMatchObject({ level: 'ok' });
+    expect(check.plans.linux![0]).toMatchObject({
+      kind: 'virtio-virgl',
+      graphics: { device: 'virtio-vga-gl' },
+    });
+    expect(check.plans.windows![0]!.kind).not.toBe('virtio-virgl');
+  });
+
+  it('reads a missing --root as an empty host, runs no live probe and does not hang', async () => {
+    const started = Date.now();
+    const r = await cli(home(), ['host', 'check', '--json', '--root', '/nonexistent/recorded-host']);
+    const check = JSON.parse(r.stdout) as Check;
+    expect(check.report.kvm.device).toBe(false);
+    expect(check.findings.find((f) => f.id === 'kvm-usable')).toBeUndefined();
+    expect(r.code).toBe(3);
+    expect(Date.now() - started).toBeLessThan(15_000);
+  });
+
+  it('prints findings with their fixes for people', async () => {
+    const r = await cli(home(), ['host', 'check', '--root', '/nonexistent/recorded-host']);
+    expect(r.stdout).toMatch(
+      /^FAIL {2}\/dev\/kvm is missing\n {6}→ Load the KVM module: modprobe kvm_intel$/m,
+    );
+    expect(r.stdout).toMatch(/Best graphics for each guest \(desktop\):\n {2}linux {4}virtio-virgl/);
+  });
+});
