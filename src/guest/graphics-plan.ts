@@ -24,14 +24,17 @@ const name = (g: Gpu) =>
 function passthrough(r: HostReport): Strategy[] {
   if (!r.iommu.enabled) return [];
   const physical = r.gpus.filter((g) => !g.isVf);
-  return physical
-    .filter((g) => g.isolated && !g.bootVga && physical.length > 1)
-    .map((g) => ({
-      kind: 'vfio-passthrough' as const,
-      devices: [g.bdf, ...g.companions],
-      why: `${name(g)} is alone in IOMMU group ${g.iommuGroup} (with ${g.companions.length ? g.companions.join(', ') : 'no other function'}) and is not the host's boot display: the guest gets the whole GPU at native speed`,
-      tradeoff: `The host loses ${g.bdf} while the VM runs; the guest needs its own monitor on that card${g.resetMethods.length ? '' : '; the card has no reset method, so a second start may need a host reboot'}`,
-    }));
+  return (
+    physical
+      // Not the boot display (the host needs one), and not an SR-IOV PF whose VFs other VMs may use.
+      .filter((g) => g.isolated && !g.bootVga && physical.length > 1 && !g.sriov?.numVfs)
+      .map((g) => ({
+        kind: 'vfio-passthrough' as const,
+        devices: [g.bdf, ...g.companions],
+        why: `${name(g)} is alone in IOMMU group ${g.iommuGroup} (with ${g.companions.length ? g.companions.join(', ') : 'no other function'}) and is not the host's boot display: the guest gets the whole GPU at native speed`,
+        tradeoff: `The host loses ${g.bdf} while the VM runs; the guest needs its own monitor on that card${g.resetMethods.length ? '' : '; the card has no reset method, so a second start may need a host reboot'}`,
+      }))
+  );
 }
 
 function slices(r: HostReport): Strategy[] {

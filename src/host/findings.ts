@@ -1,6 +1,6 @@
 import type { AccelDecision } from './accel.js';
 import type { QemuFeatures } from './qemu-features.js';
-import type { Gpu, HostReport } from './report.js';
+import { BRIDGE_CLASS, slotOf, type Gpu, type HostReport } from './report.js';
 
 export type Level = 'ok' | 'warn' | 'fail';
 
@@ -95,7 +95,10 @@ function gpuFinding(r: HostReport, g: Gpu): Finding {
       fix: 'Turn the IOMMU on to pass it through',
     };
   if (g.isolated === false) {
-    const others = g.groupPeers.filter((p) => !/^0x0604/.test(p.class)).map((p) => p.bdf);
+    // Name only what breaks isolation: not bridges, not the card's own functions.
+    const others = g.groupPeers
+      .filter((p) => !BRIDGE_CLASS.test(p.class) && slotOf(p.bdf) !== slotOf(g.bdf))
+      .map((p) => p.bdf);
     return {
       id,
       level: 'warn',

@@ -51,10 +51,10 @@ export interface HostReport {
 
 const VENDORS: Record<string, GpuVendor> = { '0x8086': 'intel', '0x1002': 'amd', '0x10de': 'nvidia' };
 const DISPLAY_CLASS = /^0x03(00|02|80)/;
-const BRIDGE_CLASS = /^0x0604/;
+export const BRIDGE_CLASS = /^0x0604/;
 
 /** `0000:03:00.1` → `0000:03:00`: functions of one slot belong to one card. */
-const slotOf = (bdf: string) => bdf.replace(/\.\d+$/, '');
+export const slotOf = (bdf: string) => bdf.replace(/\.\d+$/, '');
 
 async function readCpu(fs: HostFs): Promise<HostReport['cpu']> {
   const cpuinfo = (await fs.read('proc/cpuinfo')) ?? '';

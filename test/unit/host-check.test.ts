@@ -4,8 +4,8 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { planGraphics } from '../../src/guest/graphics-plan.js';
 import { hostFindings } from '../../src/host/findings.js';
-import type { QemuFeatures } from '../../src/host/qemu-features.js';
 import { readHost } from '../../src/host/report.js';
+import { QEMU_72 } from '../fixtures/qemu.js';
 
 let root: string;
 beforeEach(async () => {
@@ -16,16 +16,6 @@ afterEach(() => rm(root, { recursive: true, force: true }));
 const put = async (rel: string, text: string) => {
   await mkdir(path.dirname(path.join(root, rel)), { recursive: true });
   await writeFile(path.join(root, rel), text + '\n');
-};
-
-/** Debian 12's QEMU 7.2 with qemu-system-gui, as introspected on these machines. */
-export const QEMU_72: QemuFeatures = {
-  accelerators: ['tcg', 'kvm'],
-  machines: ['pc', 'q35'],
-  displays: ['none', 'gtk', 'sdl', 'egl-headless', 'curses', 'spice-app', 'dbus'],
-  virtioVgaGl: true,
-  gpuGlProperties: ['blob'],
-  tools: { swtpm: true, ovmf: true, virtiofsd: true },
 };
 
 describe('host check on partial and broken roots', () => {
