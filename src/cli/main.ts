@@ -207,6 +207,7 @@ host
     const check = await client.call<{
       findings: { level: 'ok' | 'warn' | 'fail'; title: string; fix?: string }[];
       plans: Record<string, { kind: string; why: string; tradeoff: string; devices?: string[] }[]>;
+      seats: { gpu: string[]; usb: string }[];
     }>('GET', `/v1/host/check?${query}`);
     await print(o.json, check, () => {
       const lines = check.findings.map(
@@ -219,6 +220,11 @@ host
           `  ${os.padEnd(8)} ${best.kind}${best.devices ? ` (${best.devices.join(', ')})` : ''}: ${best.why}`,
         );
       }
+      check.seats.forEach((seat, i) =>
+        lines.push(
+          `Seat ${i + 1}: screen on ${seat.gpu.join(' + ')}, keyboard and mouse on USB controller ${seat.usb}`,
+        ),
+      );
       return lines.join('\n');
     });
     if (check.findings.some((f) => f.level === 'fail')) process.exitCode = 3;

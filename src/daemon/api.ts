@@ -21,7 +21,7 @@ import path from 'node:path';
 import { hostFindings } from '../host/findings.js';
 import { introspectQemu } from '../host/qemu-features.js';
 import { readHost } from '../host/report.js';
-import { planGraphics } from '../guest/graphics-plan.js';
+import { planGraphics, planSeats } from '../guest/graphics-plan.js';
 
 const errorBody = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
 
@@ -180,7 +180,7 @@ export async function buildApi(deps: ApiDeps) {
           planGraphics(report, qemu, os, request.query.intent),
         ]),
       );
-      return { report, findings, plans };
+      return { report, qemu, findings, plans, seats: planSeats(report) };
     },
   );
 

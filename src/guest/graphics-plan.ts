@@ -72,7 +72,7 @@ function virgl(r: HostReport, q: QemuFeatures, guest: GuestFamily): Strategy | u
     why: host
       ? `The guest's OpenGL runs on the host's ${name(host)} through virgl; the host keeps its GPU`
       : 'No host render node: virgl falls back to the host CPU (Mesa llvmpipe), which is slow but works',
-    tradeoff: 'OpenGL only (no Vulkan on this QEMU), a fraction of native speed',
+    tradeoff: `${q.gpuGlProperties.includes('venus') ? 'Vulkan through venus needs Mesa 24.2+ in the guest' : 'OpenGL only: this QEMU has no venus (Vulkan)'}; ${q.gpuGlProperties.includes('blob') && (r.udmabuf || q.gpuGlProperties.includes('hostmem')) ? 'blob resources possible' : 'no blob resources (needs /dev/udmabuf)'}; a fraction of native speed`,
   };
 }
 
@@ -106,4 +106,26 @@ export function planGraphics(r: HostReport, q: QemuFeatures, guest: GuestFamily,
         : PREFERENCE.indexOf(s.kind)
       : PREFERENCE.indexOf(s.kind);
   return all.sort((a, b) => rank(a) - rank(b));
+}
+
+export interface Seat {
+  /** The GPU and its companion functions, for the seat's screen. */
+  gpu: string[];
+  /** The USB controller whose ports take the seat's keyboard and mouse. */
+  usb: string;
+}
+
+/**
+ * One seat per VM: an isolated GPU for its screen and an isolated USB controller for its keyboard and
+ * mouse (the seed's "two screens, two keyboards, two mice"). The boot GPU is used only when asked,
+ * since the host then has no display of its own.
+ */
+export function planSeats(r: HostReport, options: { allowBootGpu?: boolean } = {}): Seat[] {
+  if (!r.iommu.enabled) return [];
+  const gpus = r.gpus.filter(
+    (g) => !g.isVf && g.isolated && (options.allowBootGpu || !g.bootVga) && !g.sriov?.numVfs,
+  );
+  const onCards = new Set(r.gpus.flatMap((g) => [g.bdf, ...g.companions]));
+  const usb = r.usbControllers.filter((u) => u.isolated && !onCards.has(u.bdf));
+  return gpus.slice(0, usb.length).map((g, i) => ({ gpu: [g.bdf, ...g.companions], usb: usb[i]!.bdf }));
 }

@@ -30,6 +30,13 @@ export interface Gpu {
   mdevTypes: { id: string; name: string; available: number; description: string }[];
 }
 
+/** A USB controller: handed to a VM, it brings the keyboard and mouse plugged into it (a seat). */
+export interface UsbController {
+  bdf: string;
+  iommuGroup?: number;
+  isolated?: boolean;
+}
+
 export interface HostReport {
   root: string;
   cpu: {
@@ -43,6 +50,7 @@ export interface HostReport {
   kvm: { device: boolean; module?: 'kvm_intel' | 'kvm_amd'; nested?: boolean };
   iommu: { enabled: boolean; units: string[]; groups: number };
   gpus: Gpu[];
+  usbControllers: UsbController[];
   udmabuf: boolean;
   hugepages: { size: string; pages: number }[];
   /** Files that exist but could not be read: the report says so rather than guessing. */
@@ -51,6 +59,7 @@ export interface HostReport {
 
 const VENDORS: Record<string, GpuVendor> = { '0x8086': 'intel', '0x1002': 'amd', '0x10de': 'nvidia' };
 const DISPLAY_CLASS = /^0x03(00|02|80)/;
+const USB_CLASS = /^0x0c03/;
 export const BRIDGE_CLASS = /^0x0604/;
 
 /** `0000:03:00.1` → `0000:03:00`: functions of one slot belong to one card. */
@@ -163,6 +172,19 @@ export async function readHost(root: string): Promise<HostReport> {
   const classes = await Promise.all(pci.map((bdf) => fs.read(`sys/bus/pci/devices/${bdf}/class`)));
   const gpuBdfs = pci.filter((_, i) => DISPLAY_CLASS.test(classes[i] ?? ''));
   const gpus = await Promise.all(gpuBdfs.map((bdf) => readGpu(fs, bdf, groupOf, groups)));
+  const classOf = new Map(pci.map((bdf, i) => [bdf, classes[i] ?? '']));
+  const alone = (bdf: string, group: number | undefined) =>
+    group === undefined
+      ? undefined
+      : (groups.get(group) ?? []).every(
+          (p) => p === bdf || slotOf(p) === slotOf(bdf) || BRIDGE_CLASS.test(classOf.get(p) ?? ''),
+        );
+  const usbControllers = pci
+    .filter((bdf) => USB_CLASS.test(classOf.get(bdf) ?? ''))
+    .map((bdf) => {
+      const group = groupOf.get(bdf);
+      return { bdf, ...(group !== undefined ? { iommuGroup: group, isolated: alone(bdf, group) } : {}) };
+    });
   for (const node of (await fs.list('sys/class/drm')).filter((n) => /^renderD\d+$/.test(n))) {
     const bdf = await fs.linkName(`sys/class/drm/${node}/device`);
     const gpu = gpus.find((g) => g.bdf === bdf);
@@ -194,6 +216,7 @@ export async function readHost(root: string): Promise<HostReport> {
     },
     iommu: { enabled: units.length > 0 && groups.size > 0, units, groups: groups.size },
     gpus,
+    usbControllers,
     udmabuf: await fs.exists('dev/udmabuf'),
     hugepages,
     unreadable: fs.unreadable,

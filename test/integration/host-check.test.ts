@@ -1,4 +1,6 @@
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { HOSTS, materialize } from '../fixtures/hosts.js';
 import { cli, useHome } from './helpers.js';
 
 const home = useHome();
@@ -41,5 +43,19 @@ describe('phyllome host check', () => {
       /^FAIL {2}\/dev\/kvm is missing\n {6}→ Load the KVM module: modprobe kvm_intel$/m,
     );
     expect(r.stdout).toMatch(/Best graphics for each guest \(desktop\):\n {2}linux {4}virtio-virgl/);
+  });
+
+  it('replays a recorded host: passthrough for Windows, a seat, no live probes', async () => {
+    const h = home();
+    const root = path.join(h.dir, 'recorded');
+    await materialize(HOSTS['desktop-amd-dgpu-isolated']!, root);
+    const r = await cli(h, ['host', 'check', '--root', root]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^ok {4}IOMMU on \(dmar0, dmar1\), 4 groups$/m);
+    expect(r.stdout).toMatch(/^ {2}windows {2}vfio-passthrough \(0000:03:00\.0, 0000:03:00\.1\)/m);
+    expect(r.stdout).toMatch(
+      /^Seat 1: screen on 0000:03:00\.0 \+ 0000:03:00\.1, keyboard and mouse on USB controller 0000:00:14\.0$/m,
+    );
+    expect(r.stdout).not.toMatch(/KVM runs guest code|KVM is not usable/);
   });
 });

@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { planGraphics, type Strategy } from '../../src/guest/graphics-plan.js';
+import { planGraphics, planSeats, type Strategy } from '../../src/guest/graphics-plan.js';
 import { hostFindings, type Finding } from '../../src/host/findings.js';
 import { readHost, type HostReport } from '../../src/host/report.js';
 import { HOSTS, materialize } from '../fixtures/hosts.js';
@@ -141,6 +141,16 @@ describe('recorded hosts', () => {
       ['0000:4b:00.0', true, false],
     ]);
     expect(windows11('two-dgpus-two-seats')[0]).toBe('vfio-passthrough 0000:4b:00.0 0000:4b:00.1');
+    // One seat by default; two when the host gives up its own display, as an appliance host can.
+    expect(planSeats(report('two-dgpus-two-seats'))).toEqual([
+      { gpu: ['0000:4b:00.0', '0000:4b:00.1'], usb: '0000:22:00.3' },
+    ]);
+    expect(planSeats(report('two-dgpus-two-seats'), { allowBootGpu: true })).toEqual([
+      { gpu: ['0000:21:00.0', '0000:21:00.1'], usb: '0000:22:00.3' },
+      { gpu: ['0000:4b:00.0', '0000:4b:00.1'], usb: '0000:4c:00.3' },
+    ]);
+    expect(planSeats(report('nvidia-shared-group'), { allowBootGpu: true })).toEqual([]);
+    expect(planSeats(report('iommu-off'))).toEqual([]);
     expect(fedora('two-dgpus-two-seats')[0]).toBe('vfio-passthrough 0000:4b:00.0 0000:4b:00.1');
   });
 
