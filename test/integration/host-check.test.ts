@@ -1,6 +1,5 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { HOSTS, materialize } from '../fixtures/hosts.js';
 import { cli, useHome } from './helpers.js';
 
 const home = useHome();
@@ -47,8 +46,7 @@ describe('phyllome host check', () => {
 
   it('replays a recorded host: passthrough for Windows, a seat, no live probes', async () => {
     const h = home();
-    const root = path.join(h.dir, 'recorded');
-    await materialize(HOSTS['desktop-amd-dgpu-isolated']!, root);
+    const root = path.join(import.meta.dirname, '../fixtures/hosts/desktop-amd-dgpu-isolated');
     const r = await cli(h, ['host', 'check', '--root', root]);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^ok {4}IOMMU on \(dmar0, dmar1\), 4 groups$/m);

@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, readlink, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,16 +9,33 @@ import { HOSTS, materialize } from '../fixtures/hosts.js';
 import { QEMU_72 } from '../fixtures/qemu.js';
 
 const reports = new Map<string, HostReport>();
-let dir: string;
+const recorded = path.join(import.meta.dirname, '../fixtures/hosts');
+let fresh: string;
 
 beforeAll(async () => {
-  dir = await mkdtemp(path.join(os.tmpdir(), 'phyllome-hosts-'));
+  fresh = await mkdtemp(path.join(os.tmpdir(), 'phyllome-hosts-'));
   for (const [name, host] of Object.entries(HOSTS)) {
-    await materialize(host, path.join(dir, name));
-    reports.set(name, await readHost(path.join(dir, name)));
+    await materialize(host, path.join(fresh, name));
+    reports.set(name, await readHost(path.join(recorded, name)));
   }
 });
-afterAll(() => rm(dir, { recursive: true, force: true }));
+afterAll(() => rm(fresh, { recursive: true, force: true }));
+
+/** Every path under a tree with its content or link target. */
+async function tree(root: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  const walk = async (dir: string) => {
+    for (const e of await readdir(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      const rel = path.relative(root, p);
+      if (e.isSymbolicLink()) out[rel] = `-> ${await readlink(p)}`;
+      else if (e.isDirectory()) await walk(p);
+      else out[rel] = await readFile(p, 'utf8');
+    }
+  };
+  await walk(root);
+  return out;
+}
 
 const report = (name: string) => reports.get(name)!;
 const finding = (name: string, id: string): Finding | undefined =>
@@ -34,6 +51,13 @@ const windows11 = (name: string) => brief(planGraphics(report(name), QEMU_72, 'w
 const fedora = (name: string) => brief(planGraphics(report(name), QEMU_72, 'linux', 'desktop'));
 
 describe('recorded hosts', () => {
+  it('are committed as trees that match their descriptions (node test/fixtures/make-hosts.ts)', async () => {
+    expect((await readdir(recorded)).sort()).toEqual(Object.keys(HOSTS).sort());
+    for (const name of Object.keys(HOSTS)) {
+      expect(await tree(path.join(recorded, name)), name).toEqual(await tree(path.join(fresh, name)));
+    }
+  });
+
   it('reads every host completely, with nothing unreadable', () => {
     for (const [name, r] of reports) {
       expect(r.unreadable, name).toEqual([]);
