@@ -1,5 +1,6 @@
 import type { QemuFeatures } from '../host/qemu-features.js';
 import type { Gpu, HostReport } from '../host/report.js';
+import { opts } from '../qemu/opts.js';
 import type { GraphicsSpec } from '../spec/schema.js';
 
 export type GuestFamily = 'linux' | 'windows' | 'macos' | 'bsd';
@@ -13,6 +14,42 @@ export interface Strategy {
   why: string;
   /** What the user gives up by choosing it. */
   tradeoff: string;
+}
+
+/**
+ * The QEMU arguments that hand a strategy's host devices to a q35 guest. A whole card goes behind its
+ * own PCIe root port as one multifunction device, as on real hardware (drivers expect the audio
+ * function beside the GPU). A mediated device needs the instance's uuid, made at VM start.
+ */
+export function hardwareArgs(s: Strategy, options: { index?: number; mdevUuid?: string } = {}): string[] {
+  const index = options.index ?? 0;
+  const [first, ...rest] = s.devices ?? [];
+  if (!first) return [];
+  if (s.kind === 'mdev') {
+    if (!options.mdevUuid) throw new Error('a mediated device needs its instance uuid');
+    return [
+      '-device',
+      opts('vfio-pci-nohotplug', {
+        sysfsdev: `/sys/bus/mdev/devices/${options.mdevUuid}`,
+        display: true,
+        ramfb: true,
+      }),
+    ];
+  }
+  const port = `hostdev-port${index}`;
+  return [
+    '-device',
+    opts('pcie-root-port', { id: port, chassis: 10 + index }),
+    ...[first, ...rest].flatMap((bdf, fn) => [
+      '-device',
+      opts('vfio-pci', {
+        host: bdf,
+        bus: port,
+        addr: `00.${fn}`,
+        ...(rest.length && fn === 0 ? { multifunction: true } : {}),
+      }),
+    ]),
+  ];
 }
 
 /** Order of preference for 3D: a whole GPU beats a slice of one beats sharing through the host. */

@@ -2,7 +2,7 @@ import { mkdtemp, readdir, readFile, readlink, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { planGraphics, planSeats, type Strategy } from '../../src/guest/graphics-plan.js';
+import { hardwareArgs, planGraphics, planSeats, type Strategy } from '../../src/guest/graphics-plan.js';
 import { hostFindings, type Finding } from '../../src/host/findings.js';
 import { readHost, type HostReport } from '../../src/host/report.js';
 import { HOSTS, materialize } from '../fixtures/hosts.js';
@@ -201,6 +201,32 @@ describe('recorded hosts', () => {
       accel: { accel: 'tcg', warning: 'KVM is not usable (the test vCPU did not run within 3000 ms)' },
     });
     expect(live.find((f) => f.id === 'kvm-usable')).toMatchObject({ level: 'fail' });
+  });
+
+  it('gives the exact QEMU devices for each hardware strategy', () => {
+    const whole = planGraphics(report('desktop-amd-dgpu-isolated'), QEMU_72, 'windows', 'desktop')[0]!;
+    expect(hardwareArgs(whole)).toEqual([
+      '-device',
+      'pcie-root-port,id=hostdev-port0,chassis=10',
+      '-device',
+      'vfio-pci,host=0000:03:00.0,bus=hostdev-port0,addr=00.0,multifunction=on',
+      '-device',
+      'vfio-pci,host=0000:03:00.1,bus=hostdev-port0,addr=00.1',
+    ]);
+    const vf = planGraphics(report('intel-xe-sriov'), QEMU_72, 'windows', 'desktop')[0]!;
+    expect(hardwareArgs(vf, { index: 1 })).toEqual([
+      '-device',
+      'pcie-root-port,id=hostdev-port1,chassis=11',
+      '-device',
+      'vfio-pci,host=0000:03:00.1,bus=hostdev-port1,addr=00.0',
+    ]);
+    const mdev = planGraphics(report('intel-laptop-gvtg'), QEMU_72, 'linux', 'desktop')[0]!;
+    expect(hardwareArgs(mdev, { mdevUuid: '4b20d080-1b54-4048-85b3-a6a62d165c01' })).toEqual([
+      '-device',
+      'vfio-pci-nohotplug,sysfsdev=/sys/bus/mdev/devices/4b20d080-1b54-4048-85b3-a6a62d165c01,display=on,ramfb=on',
+    ]);
+    expect(() => hardwareArgs(mdev)).toThrow(/uuid/);
+    expect(hardwareArgs(planGraphics(report('amd-apu-only'), QEMU_72, 'windows', 'desktop')[0]!)).toEqual([]);
   });
 
   it('server intent puts plain 2D first; gaming keeps hardware first', () => {
