@@ -58,7 +58,11 @@ program
     'attach a disk image (raw or qcow2); repeatable; ":ro" for read-only',
     parseDisk,
   )
-  .option('--graphics <device>', 'display device: none, virtio-vga (2D) or virtio-vga-gl (virgl 3D)', 'none')
+  .option(
+    '--graphics <device>',
+    'display device: none, virtio-vga (2D), virtio-vga-gl (virgl 3D) or virtio-gpu-gl-pci',
+    'none',
+  )
   .option('--render-node <file>', 'host render node for virtio-vga-gl (/dev/null: software rendering)')
   .addOption(jsonOption)
   .action(async (name: string, o: Record<string, unknown>) => {

@@ -7,7 +7,14 @@ export type GuestFamily = 'linux' | 'windows' | 'macos' | 'bsd';
 export type Intent = 'desktop' | 'gaming' | 'server';
 
 export interface Strategy {
-  kind: 'vfio-passthrough' | 'sriov-vf' | 'mdev' | 'virtio-virgl' | 'virtio-2d';
+  kind:
+    | 'vfio-passthrough'
+    | 'sriov-vf'
+    | 'mdev'
+    | 'virtio-native-context'
+    | 'virtio-venus'
+    | 'virtio-virgl'
+    | 'virtio-2d';
   /** The display device for the VM spec (virtio kinds), or the host devices to hand over. */
   graphics?: GraphicsSpec;
   devices?: string[];
@@ -53,7 +60,15 @@ export function hardwareArgs(s: Strategy, options: { index?: number; mdevUuid?: 
 }
 
 /** Order of preference for 3D: a whole GPU beats a slice of one beats sharing through the host. */
-const PREFERENCE: Strategy['kind'][] = ['vfio-passthrough', 'sriov-vf', 'mdev', 'virtio-virgl', 'virtio-2d'];
+const PREFERENCE: Strategy['kind'][] = [
+  'vfio-passthrough',
+  'sriov-vf',
+  'mdev',
+  'virtio-native-context',
+  'virtio-venus',
+  'virtio-virgl',
+  'virtio-2d',
+];
 
 const name = (g: Gpu) =>
   `${g.vendor === 'nvidia' ? 'NVIDIA' : g.vendor === 'amd' ? 'AMD' : g.vendor === 'intel' ? 'Intel' : 'GPU'} ${g.deviceId} at ${g.bdf}`;
@@ -113,6 +128,42 @@ function virgl(r: HostReport, q: QemuFeatures, guest: GuestFamily): Strategy | u
   };
 }
 
+/**
+ * Newer virtio-gpu contexts, each only where this QEMU has the property: DRM native context runs the
+ * guest's own Mesa driver on the host GPU (AMD and Intel hosts), venus gives the guest Vulkan.
+ */
+function modernContexts(r: HostReport, q: QemuFeatures, guest: GuestFamily): Strategy[] {
+  if (guest !== 'linux' || !q.displays.includes('egl-headless')) return [];
+  const out: Strategy[] = [];
+  const native = r.gpus.find((g) => g.renderNode && (g.vendor === 'amd' || g.vendor === 'intel') && !g.isVf);
+  if (q.gpuGlProperties.includes('drm_native_context') && native) {
+    out.push({
+      kind: 'virtio-native-context',
+      graphics: {
+        device: 'virtio-gpu-gl-pci',
+        renderNode: `/dev/dri/${native.renderNode}`,
+        features: ['blob', 'drm_native_context'],
+      },
+      why: `The guest's own ${native.vendor === 'amd' ? 'radeonsi/RADV' : 'iris/ANV'} driver runs on the host's ${name(native)}: near-native OpenGL and Vulkan while the host keeps its GPU`,
+      tradeoff: 'Needs guest kernel 6.14+ and Mesa 25.0+; guest RAM is shared with the host renderer',
+    });
+  }
+  const host = r.gpus.find((g) => g.renderNode && g.bootVga) ?? r.gpus.find((g) => g.renderNode);
+  if (q.gpuGlProperties.includes('venus') && q.gpuGlProperties.includes('blob') && host) {
+    out.push({
+      kind: 'virtio-venus',
+      graphics: {
+        device: 'virtio-gpu-gl-pci',
+        renderNode: `/dev/dri/${host.renderNode}`,
+        features: ['blob', 'venus'],
+      },
+      why: `Vulkan in the guest through venus on the host's ${name(host)}, OpenGL through virgl`,
+      tradeoff: 'Needs guest kernel 5.16+ and Mesa 24.2+; guest RAM is shared with the host renderer',
+    });
+  }
+  return out;
+}
+
 function twoD(guest: GuestFamily): Strategy {
   const reason: Record<GuestFamily, string> = {
     linux: 'Works with every Linux guest',
@@ -135,7 +186,7 @@ function twoD(guest: GuestFamily): Strategy {
 export function planGraphics(r: HostReport, q: QemuFeatures, guest: GuestFamily, intent: Intent): Strategy[] {
   const hardware = [...passthrough(r), ...slices(r)];
   const soft = virgl(r, q, guest);
-  const all = [...hardware, ...(soft ? [soft] : []), twoD(guest)];
+  const all = [...hardware, ...modernContexts(r, q, guest), ...(soft ? [soft] : []), twoD(guest)];
   const rank = (s: Strategy) =>
     intent === 'server'
       ? s.kind === 'virtio-2d'

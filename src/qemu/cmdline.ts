@@ -22,6 +22,9 @@ export interface LaunchPlan {
   caps: QemuCaps;
 }
 
+/** Blob resources (and so venus and native contexts) map guest RAM into the host renderer. */
+const sharedMemory = (spec: VmSpec): boolean => (spec.graphics.features?.length ?? 0) > 0;
+
 /** Each group of arguments comes from one small function, like Incus' QEMU config templates. */
 const base = ({ spec, accel }: LaunchPlan): string[] => [
   '-name',
@@ -31,7 +34,17 @@ const base = ({ spec, accel }: LaunchPlan): string[] => [
   '-nodefaults',
   '-no-user-config',
   '-machine',
-  opts('q35', { accel }),
+  opts('q35', { accel, 'memory-backend': sharedMemory(spec) ? 'mem' : undefined }),
+  ...(sharedMemory(spec)
+    ? [
+        '-object',
+        opts('memory-backend-memfd', {
+          id: 'mem',
+          size: `${Math.floor(memoryBytes(spec) / 2 ** 20)}M`,
+          share: true,
+        }),
+      ]
+    : []),
   '-cpu',
   accel === 'kvm' ? 'host' : 'max',
   '-m',
@@ -44,13 +57,14 @@ const base = ({ spec, accel }: LaunchPlan): string[] => [
 
 /** GL devices need a GL-capable display: egl-headless renders off-screen (`-display none` refuses them). */
 const graphics = ({ spec }: LaunchPlan): string[] => {
-  const { device, renderNode } = spec.graphics;
-  if (device !== 'virtio-vga-gl') {
+  const { device, renderNode, features = [] } = spec.graphics;
+  if (device === 'none' || device === 'virtio-vga') {
     return [...(device === 'none' ? [] : ['-device', opts(device, { id: 'gpu0' })]), '-display', 'none'];
   }
+  const flags = Object.fromEntries(features.map((f) => [f, true]));
   return [
     '-device',
-    opts(device, { id: 'gpu0' }),
+    opts(device, { id: 'gpu0', ...flags, ...(features.length ? { hostmem: '4G' } : {}) }),
     '-display',
     opts('egl-headless', { rendernode: renderNode }),
   ];

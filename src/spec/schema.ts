@@ -57,10 +57,20 @@ export const bootSpec = z.strictObject({
  * The guest's display device. `virtio-vga-gl` is virgl 3D: QEMU renders the guest's OpenGL on a host
  * render node (`/dev/null` makes Mesa fall back to its llvmpipe software renderer: no GPU needed).
  */
-export const graphicsSpec = z.strictObject({
-  device: z.enum(['none', 'virtio-vga', 'virtio-vga-gl']),
-  renderNode: absPath.optional(),
-});
+export const graphicsSpec = z
+  .strictObject({
+    device: z.enum(['none', 'virtio-vga', 'virtio-vga-gl', 'virtio-gpu-gl-pci']),
+    renderNode: absPath.optional(),
+    /**
+     * virtio-gpu-gl-pci contexts beyond OpenGL (QEMU 9.2+): blob resources, venus (Vulkan), DRM native
+     * context. Each needs guest RAM shared with the host renderer (a memfd backend).
+     */
+    features: z.array(z.enum(['blob', 'venus', 'drm_native_context'])).optional(),
+  })
+  .refine((g) => !g.features?.length || g.device === 'virtio-gpu-gl-pci', {
+    message: 'features need device virtio-gpu-gl-pci',
+    path: ['features'],
+  });
 
 /** What a user chooses; the daemon adds identity (uuid, createdAt) to make a VmSpec. */
 export const vmSpecInput = z.strictObject({

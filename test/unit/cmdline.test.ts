@@ -96,6 +96,24 @@ describe('QEMU command line', () => {
     expect(twoD.join(' ')).not.toContain('egl-headless');
   });
 
+  it('shares guest RAM through memfd for blob, venus and native contexts', async () => {
+    const venus = parseSpec({
+      ...identity,
+      name: 'vk',
+      graphics: {
+        device: 'virtio-gpu-gl-pci',
+        renderNode: '/dev/dri/renderD128',
+        features: ['blob', 'venus'],
+      },
+    });
+    await expect(buildQemuArgs(plan(venus)).join('\n') + '\n').toMatchFileSnapshot(
+      '../golden/cmdline-venus.txt',
+    );
+    expect(() =>
+      parseSpec({ ...identity, name: 'x', graphics: { device: 'virtio-vga-gl', features: ['venus'] } }),
+    ).toThrow(/graphics.features: features need device virtio-gpu-gl-pci/);
+  });
+
   it('uses host CPU under KVM and leaves out the sandbox where QEMU lacks it', () => {
     const args = buildQemuArgs(plan(demo, { accel: 'kvm', caps: { sandbox: false } }));
     expect(args).toContain('q35,accel=kvm');

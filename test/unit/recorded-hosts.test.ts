@@ -6,7 +6,7 @@ import { hardwareArgs, planGraphics, planSeats, type Strategy } from '../../src/
 import { hostFindings, type Finding } from '../../src/host/findings.js';
 import { readHost, type HostReport } from '../../src/host/report.js';
 import { HOSTS, materialize } from '../fixtures/hosts.js';
-import { QEMU_72 } from '../fixtures/qemu.js';
+import { QEMU_72, QEMU_NEW } from '../fixtures/qemu.js';
 
 const reports = new Map<string, HostReport>();
 const recorded = path.join(import.meta.dirname, '../fixtures/hosts');
@@ -227,6 +227,24 @@ describe('recorded hosts', () => {
     ]);
     expect(() => hardwareArgs(mdev)).toThrow(/uuid/);
     expect(hardwareArgs(planGraphics(report('amd-apu-only'), QEMU_72, 'windows', 'desktop')[0]!)).toEqual([]);
+  });
+
+  it('with a newer QEMU: DRM native context, then venus, then virgl, only for Linux', () => {
+    const plan = planGraphics(report('amd-apu-only'), QEMU_NEW, 'linux', 'desktop');
+    expect(brief(plan)).toEqual([
+      'virtio-native-context virtio-gpu-gl-pci /dev/dri/renderD128',
+      'virtio-venus virtio-gpu-gl-pci /dev/dri/renderD128',
+      'virtio-virgl virtio-vga-gl /dev/dri/renderD128',
+      'virtio-2d virtio-vga',
+    ]);
+    expect(plan[0]!.graphics!.features).toEqual(['blob', 'drm_native_context']);
+    // NVIDIA has no DRM native context; Windows has none of these drivers.
+    expect(brief(planGraphics(report('nvidia-shared-group'), QEMU_NEW, 'linux', 'desktop'))[0]).toBe(
+      'virtio-venus virtio-gpu-gl-pci /dev/dri/renderD128',
+    );
+    expect(brief(planGraphics(report('amd-apu-only'), QEMU_NEW, 'windows', 'desktop'))).toEqual([
+      'virtio-2d virtio-vga',
+    ]);
   });
 
   it('server intent puts plain 2D first; gaming keeps hardware first', () => {
