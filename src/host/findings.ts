@@ -130,6 +130,13 @@ function sharingFindings(r: HostReport): Finding[] {
           : {}),
       });
     }
+    if (g.vgpuTypes.length) {
+      out.push({
+        id: `vgpu-${g.bdf}`,
+        level: 'ok',
+        title: `${g.bdf} can become an NVIDIA vGPU: ${g.vgpuTypes.map((t) => t.name).join(', ')}`,
+      });
+    }
     for (const t of g.mdevTypes) {
       out.push({
         id: `mdev-${g.bdf}-${t.id}`,

@@ -28,6 +28,8 @@ export interface Gpu {
   sriov?: { totalVfs: number; numVfs: number; vfs: string[] };
   isVf: boolean;
   mdevTypes: { id: string; name: string; available: number; description: string }[];
+  /** NVIDIA vGPU types this VF can become (Ampere and later, with NVIDIA's vGPU host driver). */
+  vgpuTypes: { id: string; name: string }[];
 }
 
 /** A USB controller: handed to a VM, it brings the keyboard and mouse plugged into it (a seat). */
@@ -130,6 +132,12 @@ async function readGpu(
       };
     }),
   );
+  // `creatable_vgpu_types` is a table: a header line, then "ID : Name" rows.
+  const vgpuTypes = ((await fs.read(`${dev}/nvidia/creatable_vgpu_types`)) ?? '')
+    .split('\n')
+    .map((l) => /^\s*(\d+)\s*:\s*(\S.*?)\s*$/.exec(l))
+    .filter((m): m is RegExpExecArray => !!m)
+    .map((m) => ({ id: m[1]!, name: m[2]! }));
   const gpu: Gpu = {
     bdf,
     vendor: VENDORS[vendorId] ?? 'other',
@@ -144,6 +152,7 @@ async function readGpu(
     companions,
     isVf: physfn,
     mdevTypes,
+    vgpuTypes,
   };
   if (totalVfs !== undefined && Number(totalVfs) > 0) {
     gpu.sriov = {

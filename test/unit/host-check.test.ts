@@ -91,4 +91,23 @@ describe('host check on partial and broken roots', () => {
     expect(plan.some((s) => s.devices?.includes('0000:02:00.0'))).toBe(false);
     expect(plan.some((s) => s.kind === 'virtio-virgl')).toBe(false);
   });
+
+  it('reads the NVIDIA vGPU types a VF can become', async () => {
+    const vf = 'sys/bus/pci/devices/0000:41:00.4';
+    await put(`${vf}/class`, '0x030200');
+    await put(`${vf}/vendor`, '0x10de');
+    await put(`${vf}/device`, '0x2236');
+    await put(
+      `${vf}/nvidia/creatable_vgpu_types`,
+      'ID    : vGPU Name\n557   : NVIDIA A10-4Q\n558   : NVIDIA A10-6Q',
+    );
+    const report = await readHost(root);
+    expect(report.gpus[0]!.vgpuTypes).toEqual([
+      { id: '557', name: 'NVIDIA A10-4Q' },
+      { id: '558', name: 'NVIDIA A10-6Q' },
+    ]);
+    expect(hostFindings(report).find((f) => f.id === 'vgpu-0000:41:00.4')?.title).toMatch(
+      /NVIDIA A10-4Q, NVIDIA A10-6Q/,
+    );
+  });
 });
