@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { AccelDecision } from '../host/accel.js';
 import type { QemuInfo } from '../host/qemu-binary.js';
 import { buildQemuArgs } from '../qemu/cmdline.js';
-import { QmpClient, QmpError, type QmpEvent } from '../qemu/qmp.js';
+import { QmpClient, type QmpEvent } from '../qemu/qmp.js';
 import { isQemuFor, killQemu, readPidfile, spawnDetached, waitGone } from '../qemu/process.js';
 import { parseSpecInput, SCHEMA_VERSION, type VmSpec } from '../spec/schema.js';
 import { conflict, notFound, UserError } from './errors.js';
@@ -466,5 +466,3 @@ async function checkFiles(spec: VmSpec): Promise<void> {
     }
   }
 }
-
-export { QmpError };

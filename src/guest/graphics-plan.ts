@@ -73,6 +73,10 @@ const PREFERENCE: Strategy['kind'][] = [
 const name = (g: Gpu) =>
   `${g.vendor === 'nvidia' ? 'NVIDIA' : g.vendor === 'amd' ? 'AMD' : g.vendor === 'intel' ? 'Intel' : 'GPU'} ${g.deviceId} at ${g.bdf}`;
 
+/** The GPU that renders for virtio-gpu guests: the boot display's, else any with a render node. */
+const hostRenderGpu = (r: HostReport): Gpu | undefined =>
+  r.gpus.find((g) => g.renderNode && g.bootVga) ?? r.gpus.find((g) => g.renderNode);
+
 function passthrough(r: HostReport): Strategy[] {
   if (!r.iommu.enabled) return [];
   const physical = r.gpus.filter((g) => !g.isVf);
@@ -116,7 +120,7 @@ function slices(r: HostReport): Strategy[] {
 
 function virgl(r: HostReport, q: QemuFeatures, guest: GuestFamily): Strategy | undefined {
   if (guest !== 'linux' || !q.virtioVgaGl || !q.displays.includes('egl-headless')) return undefined;
-  const host = r.gpus.find((g) => g.renderNode && g.bootVga) ?? r.gpus.find((g) => g.renderNode);
+  const host = hostRenderGpu(r);
   const renderNode = host ? `/dev/dri/${host.renderNode}` : '/dev/null';
   return {
     kind: 'virtio-virgl',
@@ -148,7 +152,7 @@ function modernContexts(r: HostReport, q: QemuFeatures, guest: GuestFamily): Str
       tradeoff: 'Needs guest kernel 6.14+ and Mesa 25.0+; guest RAM is shared with the host renderer',
     });
   }
-  const host = r.gpus.find((g) => g.renderNode && g.bootVga) ?? r.gpus.find((g) => g.renderNode);
+  const host = hostRenderGpu(r);
   if (q.gpuGlProperties.includes('venus') && q.gpuGlProperties.includes('blob') && host) {
     out.push({
       kind: 'virtio-venus',

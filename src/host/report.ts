@@ -89,6 +89,7 @@ async function readCpu(fs: HostFs): Promise<HostReport['cpu']> {
 
 async function readGpu(
   fs: HostFs,
+  pci: string[],
   bdf: string,
   groupOf: Map<string, number>,
   groups: Map<number, string[]>,
@@ -118,9 +119,7 @@ async function readGpu(
   // Other functions of the same slot, less its own SR-IOV VFs (those are separate devices to hand out).
   const companions = physfn
     ? []
-    : (await fs.list('sys/bus/pci/devices')).filter(
-        (p) => p !== bdf && slotOf(p) === slotOf(bdf) && !vfBdfs.includes(p),
-      );
+    : pci.filter((p) => p !== bdf && slotOf(p) === slotOf(bdf) && !vfBdfs.includes(p));
   const mdevTypes = await Promise.all(
     (await fs.list(`${dev}/mdev_supported_types`)).map(async (id) => {
       const base = `${dev}/mdev_supported_types/${id}`;
@@ -180,7 +179,7 @@ export async function readHost(root: string): Promise<HostReport> {
   const pci = await fs.list('sys/bus/pci/devices');
   const classes = await Promise.all(pci.map((bdf) => fs.read(`sys/bus/pci/devices/${bdf}/class`)));
   const gpuBdfs = pci.filter((_, i) => DISPLAY_CLASS.test(classes[i] ?? ''));
-  const gpus = await Promise.all(gpuBdfs.map((bdf) => readGpu(fs, bdf, groupOf, groups)));
+  const gpus = await Promise.all(gpuBdfs.map((bdf) => readGpu(fs, pci, bdf, groupOf, groups)));
   const classOf = new Map(pci.map((bdf, i) => [bdf, classes[i] ?? '']));
   const alone = (bdf: string, group: number | undefined) =>
     group === undefined
