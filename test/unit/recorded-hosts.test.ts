@@ -21,7 +21,7 @@ beforeAll(async () => {
 });
 afterAll(() => rm(fresh, { recursive: true, force: true }));
 
-/** Every path under a tree with its content or link target. */
+/** Every path under a tree with its content or link target, folders included. */
 async function tree(root: string): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
   const walk = async (dir: string) => {
@@ -29,8 +29,11 @@ async function tree(root: string): Promise<Record<string, string>> {
       const p = path.join(dir, e.name);
       const rel = path.relative(root, p);
       if (e.isSymbolicLink()) out[rel] = `-> ${await readlink(p)}`;
-      else if (e.isDirectory()) await walk(p);
-      else out[rel] = await readFile(p, 'utf8');
+      else if (e.isDirectory()) {
+        // Folders count too: git keeps no empty folder, so one here would be lost in a clone.
+        out[`${rel}/`] = '';
+        await walk(p);
+      } else out[rel] = await readFile(p, 'utf8');
     }
   };
   await walk(root);
