@@ -51,6 +51,7 @@ export function runtimeFiles(
     qmp: path.join(dir, 'qmp.sock'),
     serial: path.join(dir, 'serial.sock'),
     pidfile: path.join(dir, 'qemu.pid'),
+    vnc: path.join(dir, 'vnc.sock'),
     // Logs outlive the runtime folder so a crash can be read after cleanup.
     serialLog: path.join(vmDir(layout, name), 'serial.log'),
     qemuLog: path.join(vmDir(layout, name), 'qemu.log'),

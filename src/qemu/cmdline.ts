@@ -1,5 +1,5 @@
 import { memoryBytes, type DiskSpec, type VmSpec } from '../spec/schema.js';
-import { opts } from './opts.js';
+import { escapeOptValue, opts } from './opts.js';
 
 export type Accel = 'kvm' | 'tcg';
 
@@ -8,6 +8,8 @@ export interface RuntimeFiles {
   qmp: string;
   serial: string;
   pidfile: string;
+  /** VNC on a Unix socket: the daemon bridges it to the browser (QEMU 7.2 serves WebSocket on TCP only). */
+  vnc: string;
 }
 
 /** What the installed QEMU binary can do, from host probing. */
@@ -56,17 +58,19 @@ const base = ({ spec, accel }: LaunchPlan): string[] => [
 ];
 
 /** GL devices need a GL-capable display: egl-headless renders off-screen (`-display none` refuses them). */
-const graphics = ({ spec }: LaunchPlan): string[] => {
+const graphics = ({ spec, files }: LaunchPlan): string[] => {
   const { device, renderNode, features = [] } = spec.graphics;
-  if (device === 'none' || device === 'virtio-vga') {
-    return [...(device === 'none' ? [] : ['-device', opts(device, { id: 'gpu0' })]), '-display', 'none'];
-  }
+  if (device === 'none') return ['-display', 'none'];
+  // The screen is served over VNC; with egl-headless it shows the GL-rendered frames.
+  const vnc = ['-vnc', `unix:${escapeOptValue(files.vnc)}`];
+  if (device === 'virtio-vga') return ['-device', opts(device, { id: 'gpu0' }), '-display', 'none', ...vnc];
   const flags = Object.fromEntries(features.map((f) => [f, true]));
   return [
     '-device',
     opts(device, { id: 'gpu0', ...flags, ...(features.length ? { hostmem: '4G' } : {}) }),
     '-display',
     opts('egl-headless', { rendernode: renderNode }),
+    ...vnc,
   ];
 };
 

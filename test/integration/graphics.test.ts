@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { cli, createGuest, json, ok, useHome, waitForReady, type Vm } from './helpers.js';
@@ -15,6 +16,16 @@ describe('virgl 3D without a GPU (Mesa llvmpipe on the host)', () => {
     const log = await readFile(path.join(h.home, 'vms/gl/serial.log'), 'utf8');
     expect(log).toMatch(/gpu: features: \+virgl/);
     expect(log).toMatch(/render: card0 renderD128/);
+    // The GL-rendered screen is served over VNC on a Unix socket, for the web console to bridge.
+    const greeting = await new Promise<string>((resolve, reject) => {
+      const socket = net.createConnection(path.join(h.run, 'vms/gl/vnc.sock'));
+      socket.once('data', (d) => {
+        socket.destroy();
+        resolve(d.toString());
+      });
+      socket.once('error', reject);
+    });
+    expect(greeting).toMatch(/^RFB 003\.00\d\n$/);
     expect(await json<Vm>(h, ['stop', 'gl'])).toMatchObject({ state: 'stopped', forced: false });
   });
 

@@ -14,6 +14,7 @@ const files = {
   qmp: '/run/phyllome/vms/demo/qmp.sock',
   serial: '/run/phyllome/vms/demo/serial.sock',
   pidfile: '/run/phyllome/vms/demo/qemu.pid',
+  vnc: '/run/phyllome/vms/demo/vnc.sock',
 };
 
 const plan = (spec: VmSpec, over: Partial<LaunchPlan> = {}): LaunchPlan => ({
@@ -92,7 +93,9 @@ describe('QEMU command line', () => {
     const twoD = buildQemuArgs(
       plan(parseSpec({ ...identity, name: 'flat', graphics: { device: 'virtio-vga' } })),
     );
-    expect(twoD.join(' ')).toContain('-device virtio-vga,id=gpu0 -display none');
+    expect(twoD.join(' ')).toContain(
+      '-device virtio-vga,id=gpu0 -display none -vnc unix:/run/phyllome/vms/demo/vnc.sock',
+    );
     expect(twoD.join(' ')).not.toContain('egl-headless');
   });
 
