@@ -1,6 +1,6 @@
 import type { AccelDecision } from './accel.js';
 import type { QemuFeatures } from './qemu-features.js';
-import { BRIDGE_CLASS, slotOf, type Gpu, type HostReport } from './report.js';
+import { isolationBlockers, type Gpu, type HostReport } from './report.js';
 
 export type Level = 'ok' | 'warn' | 'fail';
 
@@ -95,10 +95,7 @@ function gpuFinding(r: HostReport, g: Gpu): Finding {
       fix: 'Turn the IOMMU on to pass it through',
     };
   if (g.isolated === false) {
-    // Name only what breaks isolation: not bridges, not the card's own functions.
-    const others = g.groupPeers
-      .filter((p) => !BRIDGE_CLASS.test(p.class) && slotOf(p.bdf) !== slotOf(g.bdf))
-      .map((p) => p.bdf);
+    const others = isolationBlockers(g.bdf, g.groupPeers).map((p) => p.bdf);
     return {
       id,
       level: 'warn',

@@ -62,10 +62,34 @@ export interface HostReport {
 const VENDORS: Record<string, GpuVendor> = { '0x8086': 'intel', '0x1002': 'amd', '0x10de': 'nvidia' };
 const DISPLAY_CLASS = /^0x03(00|02|80)/;
 const USB_CLASS = /^0x0c03/;
-export const BRIDGE_CLASS = /^0x0604/;
+const BRIDGE_CLASS = /^0x0604/;
 
 /** `0000:03:00.1` → `0000:03:00`: functions of one slot belong to one card. */
-export const slotOf = (bdf: string) => bdf.replace(/\.\d+$/, '');
+const slotOf = (bdf: string) => bdf.replace(/\.\d+$/, '');
+
+/**
+ * The members of a device's IOMMU group that keep it from being handed to a VM alone: anything but
+ * bridges and other functions of its own slot (the kernel's VFIO viability rule).
+ */
+export function isolationBlockers(bdf: string, peers: PciPeer[]): PciPeer[] {
+  return peers.filter((p) => !BRIDGE_CLASS.test(p.class) && slotOf(p.bdf) !== slotOf(bdf));
+}
+
+/** PCI devices, their classes and IOMMU groups: read once, shared by every device's reading. */
+interface Topology {
+  pci: string[];
+  classOf: Map<string, string>;
+  groupOf: Map<string, number>;
+  groups: Map<number, string[]>;
+}
+
+/** The other members of the device's group, with their classes. */
+const peersOf = (t: Topology, bdf: string, group: number | undefined): PciPeer[] =>
+  group === undefined
+    ? []
+    : (t.groups.get(group) ?? [])
+        .filter((p) => p !== bdf)
+        .map((p) => ({ bdf: p, class: t.classOf.get(p) ?? '' }));
 
 async function readCpu(fs: HostFs): Promise<HostReport['cpu']> {
   const cpuinfo = (await fs.read('proc/cpuinfo')) ?? '';
@@ -87,31 +111,20 @@ async function readCpu(fs: HostFs): Promise<HostReport['cpu']> {
   };
 }
 
-async function readGpu(
-  fs: HostFs,
-  pci: string[],
-  bdf: string,
-  groupOf: Map<string, number>,
-  groups: Map<number, string[]>,
-): Promise<Gpu> {
+async function readGpu(fs: HostFs, t: Topology, bdf: string): Promise<Gpu> {
   const dev = `sys/bus/pci/devices/${bdf}`;
-  const [vendorId = '', deviceId = '', cls = '', bootVga, reset, driver, totalVfs, numVfs, physfn] =
-    await Promise.all([
-      fs.read(`${dev}/vendor`),
-      fs.read(`${dev}/device`),
-      fs.read(`${dev}/class`),
-      fs.read(`${dev}/boot_vga`),
-      fs.read(`${dev}/reset_method`),
-      fs.linkName(`${dev}/driver`),
-      fs.read(`${dev}/sriov_totalvfs`),
-      fs.read(`${dev}/sriov_numvfs`),
-      fs.exists(`${dev}/physfn`),
-    ]);
-  const group = groupOf.get(bdf);
-  const peers = group === undefined ? [] : (groups.get(group) ?? []).filter((p) => p !== bdf);
-  const groupPeers = await Promise.all(
-    peers.map(async (p) => ({ bdf: p, class: (await fs.read(`sys/bus/pci/devices/${p}/class`)) ?? '' })),
-  );
+  const [vendorId = '', deviceId = '', bootVga, reset, driver, totalVfs, numVfs, physfn] = await Promise.all([
+    fs.read(`${dev}/vendor`),
+    fs.read(`${dev}/device`),
+    fs.read(`${dev}/boot_vga`),
+    fs.read(`${dev}/reset_method`),
+    fs.linkName(`${dev}/driver`),
+    fs.read(`${dev}/sriov_totalvfs`),
+    fs.read(`${dev}/sriov_numvfs`),
+    fs.exists(`${dev}/physfn`),
+  ]);
+  const group = t.groupOf.get(bdf);
+  const groupPeers = peersOf(t, bdf, group);
   const vfs = (await fs.list(dev)).filter((e) => /^virtfn\d+$/.test(e));
   const vfBdfs = (await Promise.all(vfs.map((v) => fs.linkName(`${dev}/${v}`)))).filter(
     (v): v is string => !!v,
@@ -119,7 +132,7 @@ async function readGpu(
   // Other functions of the same slot, less its own SR-IOV VFs (those are separate devices to hand out).
   const companions = physfn
     ? []
-    : pci.filter((p) => p !== bdf && slotOf(p) === slotOf(bdf) && !vfBdfs.includes(p));
+    : t.pci.filter((p) => p !== bdf && slotOf(p) === slotOf(bdf) && !vfBdfs.includes(p));
   const mdevTypes = await Promise.all(
     (await fs.list(`${dev}/mdev_supported_types`)).map(async (id) => {
       const base = `${dev}/mdev_supported_types/${id}`;
@@ -142,7 +155,7 @@ async function readGpu(
     vendor: VENDORS[vendorId] ?? 'other',
     vendorId,
     deviceId,
-    class: cls,
+    class: t.classOf.get(bdf) ?? '',
     ...(driver ? { driver } : {}),
     bootVga: bootVga === '1',
     resetMethods: (reset ?? '').split(/\s+/).filter(Boolean),
@@ -160,9 +173,7 @@ async function readGpu(
       vfs: vfBdfs,
     };
   }
-  if (group !== undefined) {
-    gpu.isolated = groupPeers.every((p) => BRIDGE_CLASS.test(p.class) || slotOf(p.bdf) === slotOf(bdf));
-  }
+  if (group !== undefined) gpu.isolated = isolationBlockers(bdf, groupPeers).length === 0;
   return gpu;
 }
 
@@ -178,21 +189,19 @@ export async function readHost(root: string): Promise<HostReport> {
   }
   const pci = await fs.list('sys/bus/pci/devices');
   const classes = await Promise.all(pci.map((bdf) => fs.read(`sys/bus/pci/devices/${bdf}/class`)));
-  const gpuBdfs = pci.filter((_, i) => DISPLAY_CLASS.test(classes[i] ?? ''));
-  const gpus = await Promise.all(gpuBdfs.map((bdf) => readGpu(fs, pci, bdf, groupOf, groups)));
-  const classOf = new Map(pci.map((bdf, i) => [bdf, classes[i] ?? '']));
-  const alone = (bdf: string, group: number | undefined) =>
-    group === undefined
-      ? undefined
-      : (groups.get(group) ?? []).every(
-          (p) => p === bdf || slotOf(p) === slotOf(bdf) || BRIDGE_CLASS.test(classOf.get(p) ?? ''),
-        );
-  const usbControllers = pci
-    .filter((bdf) => USB_CLASS.test(classOf.get(bdf) ?? ''))
-    .map((bdf) => {
-      const group = groupOf.get(bdf);
-      return { bdf, ...(group !== undefined ? { iommuGroup: group, isolated: alone(bdf, group) } : {}) };
-    });
+  const t: Topology = {
+    pci,
+    classOf: new Map(pci.map((bdf, i) => [bdf, classes[i] ?? ''])),
+    groupOf,
+    groups,
+  };
+  const ofClass = (re: RegExp) => pci.filter((bdf) => re.test(t.classOf.get(bdf) ?? ''));
+  const gpus = await Promise.all(ofClass(DISPLAY_CLASS).map((bdf) => readGpu(fs, t, bdf)));
+  const usbControllers = ofClass(USB_CLASS).map((bdf) => {
+    const group = groupOf.get(bdf);
+    if (group === undefined) return { bdf };
+    return { bdf, iommuGroup: group, isolated: isolationBlockers(bdf, peersOf(t, bdf, group)).length === 0 };
+  });
   for (const node of (await fs.list('sys/class/drm')).filter((n) => /^renderD\d+$/.test(n))) {
     const bdf = await fs.linkName(`sys/class/drm/${node}/device`);
     const gpu = gpus.find((g) => g.bdf === bdf);
