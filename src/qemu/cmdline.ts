@@ -28,34 +28,37 @@ export interface LaunchPlan {
 const sharedMemory = (spec: VmSpec): boolean => (spec.graphics.features?.length ?? 0) > 0;
 
 /** Each group of arguments comes from one small function, like Incus' QEMU config templates. */
-const base = ({ spec, accel }: LaunchPlan): string[] => [
-  '-name',
-  opts(undefined, { guest: spec.name, 'debug-threads': true }),
-  '-uuid',
-  spec.uuid,
-  '-nodefaults',
-  '-no-user-config',
-  '-machine',
-  opts('q35', { accel, 'memory-backend': sharedMemory(spec) ? 'mem' : undefined }),
-  ...(sharedMemory(spec)
-    ? [
-        '-object',
-        opts('memory-backend-memfd', {
-          id: 'mem',
-          size: `${Math.floor(memoryBytes(spec) / 2 ** 20)}M`,
-          share: true,
-        }),
-      ]
-    : []),
-  '-cpu',
-  accel === 'kvm' ? 'host' : 'max',
-  '-m',
-  `${Math.floor(memoryBytes(spec) / 2 ** 20)}M`,
-  '-smp',
-  String(spec.cpus),
-  // Paused until the daemon has attached to QMP, so no event is missed.
-  '-S',
-];
+const base = ({ spec, accel }: LaunchPlan): string[] => {
+  const memory = `${Math.floor(memoryBytes(spec) / 2 ** 20)}M`;
+  return [
+    '-name',
+    opts(undefined, { guest: spec.name, 'debug-threads': true }),
+    '-uuid',
+    spec.uuid,
+    '-nodefaults',
+    '-no-user-config',
+    '-machine',
+    opts('q35', { accel, 'memory-backend': sharedMemory(spec) ? 'mem' : undefined }),
+    ...(sharedMemory(spec)
+      ? [
+          '-object',
+          opts('memory-backend-memfd', {
+            id: 'mem',
+            size: memory,
+            share: true,
+          }),
+        ]
+      : []),
+    '-cpu',
+    accel === 'kvm' ? 'host' : 'max',
+    '-m',
+    memory,
+    '-smp',
+    String(spec.cpus),
+    // Paused until the daemon has attached to QMP, so no event is missed.
+    '-S',
+  ];
+};
 
 /** GL devices need a GL-capable display: egl-headless renders off-screen (`-display none` refuses them). */
 const graphics = ({ spec, files }: LaunchPlan): string[] => {
