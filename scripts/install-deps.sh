@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # qemu-system-gui carries the virgl device modules; Mesa gives llvmpipe when there is no GPU.
-packages=(qemu-system-x86 qemu-system-gui qemu-utils libgl1-mesa-dri libegl-mesa0 busybox-static linux-image-amd64 cpio kmod e2fsprogs binutils util-linux coreutils)
+# ovmf, swtpm and osinfo-db serve the guest planner (UEFI, TPM 2.0, OS knowledge); genisoimage makes
+# cloud-init seeds and the tests' install media.
+packages=(qemu-system-x86 qemu-system-gui qemu-utils libgl1-mesa-dri libegl-mesa0 busybox-static linux-image-amd64 cpio kmod e2fsprogs binutils util-linux coreutils ovmf swtpm swtpm-tools osinfo-db genisoimage)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
