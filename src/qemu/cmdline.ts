@@ -1,4 +1,4 @@
-import { memoryBytes, type DiskSpec, type VmSpec } from '../spec/schema.js';
+import { memoryBytes, type CdromSpec, type DiskSpec, type VmSpec } from '../spec/schema.js';
 import { escapeOptValue, opts } from './opts.js';
 
 export type Accel = 'kvm' | 'tcg';
@@ -10,6 +10,14 @@ export interface RuntimeFiles {
   pidfile: string;
   /** VNC on a Unix socket: the daemon bridges it to the browser (QEMU 7.2 serves WebSocket on TCP only). */
   vnc: string;
+  /** swtpm's control socket. */
+  tpm: string;
+}
+
+/** Per-VM state files QEMU opens, kept in the VM's folder. */
+export interface StateFiles {
+  /** The VM's own UEFI variable store (qcow2), copied from the firmware's template at create time. */
+  nvram: string;
 }
 
 /** What the installed QEMU binary can do, from host probing. */
@@ -20,6 +28,7 @@ export interface QemuCaps {
 export interface LaunchPlan {
   spec: VmSpec;
   files: RuntimeFiles;
+  state: StateFiles;
   accel: Accel;
   caps: QemuCaps;
 }
@@ -27,9 +36,24 @@ export interface LaunchPlan {
 /** Blob resources (and so venus and native contexts) map guest RAM into the host renderer. */
 const sharedMemory = (spec: VmSpec): boolean => (spec.graphics.features?.length ?? 0) > 0;
 
+/** The enlightenments libvirt and virt-manager give Windows guests. */
+const HYPERV = {
+  hv_relaxed: 'on',
+  hv_vapic: 'on',
+  hv_spinlocks: '0x1fff',
+  hv_vpindex: 'on',
+  hv_runtime: 'on',
+  hv_synic: 'on',
+  hv_stimer: 'on',
+  hv_time: 'on',
+  hv_frequencies: 'on',
+  hv_reset: 'on',
+};
+
 /** Each group of arguments comes from one small function, like Incus' QEMU config templates. */
 const base = ({ spec, accel }: LaunchPlan): string[] => {
   const memory = `${Math.floor(memoryBytes(spec) / 2 ** 20)}M`;
+  const uefi = spec.firmware.type === 'uefi' ? spec.firmware : undefined;
   return [
     '-name',
     opts(undefined, { guest: spec.name, 'debug-threads': true }),
@@ -38,7 +62,13 @@ const base = ({ spec, accel }: LaunchPlan): string[] => {
     '-nodefaults',
     '-no-user-config',
     '-machine',
-    opts('q35', { accel, 'memory-backend': sharedMemory(spec) ? 'mem' : undefined }),
+    opts(spec.machine, {
+      accel,
+      'memory-backend': sharedMemory(spec) ? 'mem' : undefined,
+      smm: uefi?.smm ? 'on' : undefined,
+      pflash0: uefi ? 'fw-code' : undefined,
+      pflash1: uefi ? 'fw-vars' : undefined,
+    }),
     ...(sharedMemory(spec)
       ? [
           '-object',
@@ -50,11 +80,15 @@ const base = ({ spec, accel }: LaunchPlan): string[] => {
         ]
       : []),
     '-cpu',
-    accel === 'kvm' ? 'host' : 'max',
+    // Hyper-V enlightenments are KVM's: TCG refuses some of them (VP_INDEX).
+    opts(accel === 'kvm' ? 'host' : 'max', spec.hyperv && accel === 'kvm' ? HYPERV : {}),
     '-m',
     memory,
+    // One socket: Windows client editions use at most two.
     '-smp',
-    String(spec.cpus),
+    opts(String(spec.cpus), { sockets: 1, cores: spec.cpus, threads: 1 }),
+    '-rtc',
+    opts(undefined, { base: spec.clock, driftfix: spec.clock === 'localtime' ? 'slew' : undefined }),
     // Paused until the daemon has attached to QMP, so no event is missed.
     '-S',
   ];
@@ -66,7 +100,8 @@ const graphics = ({ spec, files }: LaunchPlan): string[] => {
   if (device === 'none') return ['-display', 'none'];
   // The screen is served over VNC; with egl-headless it shows the GL-rendered frames.
   const vnc = ['-vnc', `unix:${escapeOptValue(files.vnc)}`];
-  if (device === 'virtio-vga') return ['-device', opts(device, { id: 'gpu0' }), '-display', 'none', ...vnc];
+  if (device === 'vga' || device === 'virtio-vga')
+    return ['-device', opts(device === 'vga' ? 'VGA' : device, { id: 'gpu0' }), '-display', 'none', ...vnc];
   const flags = Object.fromEntries(features.map((f) => [f, true]));
   return [
     '-device',
@@ -111,28 +146,159 @@ const boot = ({ spec }: LaunchPlan): string[] => {
   return args;
 };
 
-const disk = (d: DiskSpec, index: number): string[] => [
+/** A file node and a format node on top: QMP and snapshots address the format node by its name. */
+const blockdev = (
+  node: string,
+  file: string,
+  format: string,
+  readOnly: boolean,
+  extra: Record<string, string | number | boolean | undefined> = {},
+): string[] => [
+  '-blockdev',
+  opts(undefined, { driver: 'file', filename: file, 'node-name': `${node}-file`, 'read-only': readOnly }),
   '-blockdev',
   opts(undefined, {
-    driver: 'file',
-    filename: d.path,
-    'node-name': `disk${index}-file`,
-    'read-only': d.readOnly,
+    driver: format,
+    file: `${node}-file`,
+    'node-name': node,
+    'read-only': readOnly,
+    ...extra,
   }),
-  '-blockdev',
-  opts(undefined, {
-    driver: d.format,
-    file: `disk${index}-file`,
-    'node-name': `disk${index}`,
-    'read-only': d.readOnly,
-  }),
-  '-device',
-  opts('virtio-blk-pci', { drive: `disk${index}`, id: `disk${index}-dev`, bootindex: index + 1 }),
 ];
 
-const disks = ({ spec }: LaunchPlan): string[] => spec.disks.flatMap(disk);
+/**
+ * UEFI: the code is read-only, the variables are the VM's own qcow2 copy. Secure Boot firmware must be
+ * writable only from SMM, or the guest OS could rewrite the key databases.
+ */
+const firmware = ({ spec, state }: LaunchPlan): string[] => {
+  if (spec.firmware.type !== 'uefi') return [];
+  return [
+    ...blockdev('fw-code', spec.firmware.code, 'raw', true),
+    ...blockdev('fw-vars', state.nvram, 'qcow2', false),
+    ...(spec.firmware.smm
+      ? ['-global', opts(undefined, { driver: 'cfi.pflash01', property: 'secure', value: 'on' })]
+      : []),
+  ];
+};
+
+/** swtpm, started by the daemon before QEMU, listens on the control socket. */
+const tpm = ({ spec, files }: LaunchPlan): string[] =>
+  spec.tpm
+    ? [
+        '-chardev',
+        opts('socket', { id: 'tpm-chr', path: files.tpm }),
+        '-tpmdev',
+        opts('emulator', { id: 'tpm0', chardev: 'tpm-chr' }),
+        '-device',
+        opts('tpm-crb', { tpmdev: 'tpm0', id: 'tpm-dev' }),
+      ]
+    : [];
+
+/** ATA devices take the ports in order: q35's AHCI has ide.0-5 (one unit each), pc's IDE ide.0-1 with two units each. */
+const ataPort = (machine: VmSpec['machine'], n: number) =>
+  machine === 'q35' ? { bus: `ide.${n}` } : { bus: `ide.${Math.floor(n / 2)}`, unit: n % 2 };
+
+/** CD-ROMs boot first (an installer), then disks in order. The drive's qdev id is what media change addresses. */
+const cdrom = (spec: VmSpec, cd: CdromSpec, index: number): string[] => [
+  ...(cd.path ? blockdev(`cd${index}`, cd.path, 'raw', true) : []),
+  '-device',
+  opts('ide-cd', {
+    ...ataPort(spec.machine, spec.disks.filter((d) => d.bus !== 'virtio').length + index),
+    id: `cd${index}`,
+    drive: cd.path ? `cd${index}` : undefined,
+    bootindex: index + 1,
+  }),
+];
+
+const disk = (spec: VmSpec, d: DiskSpec, index: number): string[] => {
+  const bootindex = spec.cdroms.length + index + 1;
+  const ata = spec.disks.slice(0, index).filter((x) => x.bus !== 'virtio').length;
+  return [
+    ...blockdev(`disk${index}`, d.path, d.format, d.readOnly),
+    '-device',
+    d.bus === 'virtio'
+      ? opts('virtio-blk-pci', { drive: `disk${index}`, id: `disk${index}-dev`, bootindex })
+      : opts('ide-hd', {
+          ...ataPort(spec.machine, ata),
+          drive: `disk${index}`,
+          id: `disk${index}-dev`,
+          bootindex,
+        }),
+  ];
+};
+
+const storage = ({ spec }: LaunchPlan): string[] => [
+  ...spec.cdroms.flatMap((cd, i) => cdrom(spec, cd, i)),
+  ...spec.disks.flatMap((d, i) => disk(spec, d, i)),
+];
+
+const nics = ({ spec }: LaunchPlan): string[] =>
+  spec.nics.flatMap((nic, i) => [
+    '-netdev',
+    opts('user', { id: `net${i}` }),
+    '-device',
+    opts(nic.model, { netdev: `net${i}`, mac: nic.mac, id: `nic${i}` }),
+  ]);
+
+/** An absolute pointer (tablet) keeps the console's mouse in step with the guest's without grabbing it. */
+const input = ({ spec }: LaunchPlan): string[] => {
+  switch (spec.input) {
+    case 'ps2':
+      return [];
+    case 'usb-tablet':
+      return [
+        '-device',
+        opts('qemu-xhci', { id: 'usb' }),
+        '-device',
+        opts('usb-tablet', { bus: 'usb.0', id: 'tablet' }),
+      ];
+    case 'virtio-tablet':
+      return ['-device', opts('virtio-tablet-pci', { id: 'tablet' })];
+  }
+};
+
+/** The sound card the guest drives; the host side stays silent until a console carries audio. */
+const sound = ({ spec }: LaunchPlan): string[] => {
+  if (spec.sound === 'none') return [];
+  const audiodev = ['-audiodev', opts('none', { id: 'audio0' })];
+  return spec.sound === 'ac97'
+    ? [...audiodev, '-device', opts('AC97', { audiodev: 'audio0', id: 'sound0' })]
+    : [
+        ...audiodev,
+        '-device',
+        opts('ich9-intel-hda', { id: 'sound0' }),
+        '-device',
+        opts('hda-duplex', { audiodev: 'audio0', bus: 'sound0.0' }),
+      ];
+};
+
+const extras = ({ spec }: LaunchPlan): string[] => [
+  ...(spec.rng
+    ? [
+        '-object',
+        opts('rng-random', { id: 'rng0', filename: '/dev/urandom' }),
+        '-device',
+        opts('virtio-rng-pci', { rng: 'rng0', id: 'rng0-dev' }),
+      ]
+    : []),
+  ...(spec.balloon ? ['-device', opts('virtio-balloon-pci', { id: 'balloon0' })] : []),
+];
 
 /** The whole QEMU argument vector (without the binary) for a plan. Pure: golden-tested. */
 export function buildQemuArgs(plan: LaunchPlan): string[] {
-  return [base, graphics, sandbox, monitor, serial, boot, disks].flatMap((part) => part(plan));
+  return [
+    base,
+    firmware,
+    graphics,
+    sandbox,
+    monitor,
+    serial,
+    tpm,
+    boot,
+    storage,
+    nics,
+    input,
+    sound,
+    extras,
+  ].flatMap((part) => part(plan));
 }

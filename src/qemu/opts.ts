@@ -16,6 +16,8 @@ export function escapeOptValue(value: string): string {
 
 /** Keys are ours, never a user's: refuse anything that is not a plain identifier. */
 const KEY_RE = /^[a-z][a-z0-9_.-]*$/;
+/** Heads are ours too: a driver (`VGA`, `AC97`) or a count (`-smp 2,...`). */
+const HEAD_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
 export type OptValue = string | number | boolean;
 
@@ -23,7 +25,7 @@ export type OptValue = string | number | boolean;
 export function opts(head: string | undefined, values: Record<string, OptValue | undefined>): string {
   const parts: string[] = [];
   if (head !== undefined) {
-    if (!KEY_RE.test(head)) throw new QemuOptError(`bad option head ${JSON.stringify(head)}`);
+    if (!HEAD_RE.test(head)) throw new QemuOptError(`bad option head ${JSON.stringify(head)}`);
     parts.push(head);
   }
   for (const [key, value] of Object.entries(values)) {

@@ -37,10 +37,46 @@ export const vmName = z.string().superRefine((n, ctx) => {
   if (problem) ctx.addIssue({ code: 'custom', message: problem });
 });
 
+/** virtio-blk needs a driver in the guest (Linux has one; Windows gets it from virtio-win); SATA (AHCI on q35) and IDE (on pc) work everywhere. */
+export const diskBus = z.enum(['virtio', 'sata', 'ide']);
+
 export const diskSpec = z.strictObject({
   path: absPath,
   format: z.enum(['raw', 'qcow2']),
   readOnly: z.boolean().default(false),
+  bus: diskBus.default('virtio'),
+});
+
+/** A CD-ROM drive; without a path its tray is empty (media can be inserted while running). */
+export const cdromSpec = z.strictObject({
+  path: absPath.optional(),
+  /** Why it is there: an OS installer, the virtio-win drivers, a cloud-init seed. */
+  role: z.enum(['install', 'drivers', 'cloud-init', 'media']).default('media'),
+});
+
+/**
+ * UEFI firmware as picked from QEMU's firmware descriptors (docs/interop/firmware.json). The per-VM copy
+ * of the variable store is `nvram.qcow2` in the VM's folder: qcow2, so it can be snapshotted with the disks.
+ */
+export const firmwareSpec = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('bios') }),
+  z.strictObject({
+    type: z.literal('uefi'),
+    code: absPath,
+    varsTemplate: absPath,
+    secureBoot: z.boolean(),
+    enrolledKeys: z.boolean(),
+    /** Secure Boot firmware keeps its variables safe from the OS only with SMM. */
+    smm: z.boolean(),
+  }),
+]);
+
+const MAC_RE = /^52:54:00(:[0-9a-f]{2}){3}$/;
+
+/** A NIC on QEMU's user-mode network (no root needed); the networking issue adds other backends. */
+export const nicSpec = z.strictObject({
+  model: z.enum(['virtio-net-pci', 'e1000e', 'e1000', 'rtl8139']),
+  mac: z.string().regex(MAC_RE, 'must be a locally administered MAC like 52:54:00:12:34:56'),
 });
 
 export const bootSpec = z.strictObject({
@@ -59,7 +95,8 @@ export const bootSpec = z.strictObject({
  */
 export const graphicsSpec = z
   .strictObject({
-    device: z.enum(['none', 'virtio-vga', 'virtio-vga-gl', 'virtio-gpu-gl-pci']),
+    /** `vga` is QEMU's standard VGA: every OS drives it, with no 3D. */
+    device: z.enum(['none', 'vga', 'virtio-vga', 'virtio-vga-gl', 'virtio-gpu-gl-pci']),
     renderNode: absPath.optional(),
     /**
      * virtio-gpu-gl-pci contexts beyond OpenGL (QEMU 9.2+): blob resources, venus (Vulkan), DRM native
@@ -73,25 +110,91 @@ export const graphicsSpec = z
   });
 
 /** What a user chooses; the daemon adds identity (uuid, createdAt) to make a VmSpec. */
-export const vmSpecInput = z.strictObject({
+export const vmSpecInputFields = z.strictObject({
   name: vmName,
   memory: size('memory', 16 * 2 ** 20).default('512M'),
   cpus: z.number().int().min(1).max(256).default(1),
   boot: bootSpec.optional(),
   disks: z.array(diskSpec).max(16).default([]),
   graphics: graphicsSpec.default({ device: 'none' }),
+  /** q35 (PCIe, AHCI) for every OS that knows it; pc (i440fx, IDE) for older ones. */
+  machine: z.enum(['q35', 'pc']).default('q35'),
+  firmware: firmwareSpec.default({ type: 'bios' }),
+  /** A TPM 2.0 emulated by swtpm, its state in the VM's folder. */
+  tpm: z.boolean().default(false),
+  /** Hyper-V enlightenments: Windows runs faster and keeps time better with them. */
+  hyperv: z.boolean().default(false),
+  /** Windows keeps the hardware clock in local time, everything else in UTC. */
+  clock: z.enum(['utc', 'localtime']).default('utc'),
+  cdroms: z.array(cdromSpec).max(4).default([]),
+  nics: z.array(nicSpec).max(8).default([]),
+  input: z.enum(['ps2', 'usb-tablet', 'virtio-tablet']).default('ps2'),
+  sound: z.enum(['none', 'ich9-intel-hda', 'ac97']).default('none'),
+  rng: z.boolean().default(false),
+  balloon: z.boolean().default(false),
+  /** The osinfo-db short id the VM was planned for, when known. */
+  os: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9._-]{0,63}$/)
+    .optional(),
 });
 
-export const vmSpec = vmSpecInput.extend({
-  schemaVersion: z.literal(SCHEMA_VERSION),
-  uuid: z.uuid(),
-  createdAt: z.iso.datetime(),
-});
+/** AHCI on q35 has 6 ports; pc's IDE has 4 units (2 buses). */
+const ATA_PORTS = { q35: 6, pc: 4 } as const;
+
+/** Cross-field rules a single field's schema cannot see. */
+const machineRules = (spec: z.output<typeof vmSpecInputFields>, ctx: z.RefinementCtx): void => {
+  const want = spec.machine === 'q35' ? 'sata' : 'ide';
+  spec.disks.forEach((d, i) => {
+    if (d.bus !== 'virtio' && d.bus !== want) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['disks', i, 'bus'],
+        message: `machine ${spec.machine} has no ${d.bus.toUpperCase()} controller: use bus ${want} or virtio`,
+      });
+    }
+  });
+  const ata = spec.disks.filter((d) => d.bus !== 'virtio').length + spec.cdroms.length;
+  if (ata > ATA_PORTS[spec.machine]) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['cdroms'],
+      message: `machine ${spec.machine} has ${ATA_PORTS[spec.machine]} ${want.toUpperCase()} ports, and ${ata} disks and CD-ROMs need one each: move disks to virtio`,
+    });
+  }
+  if (spec.firmware.type === 'uefi' && spec.firmware.smm && spec.machine !== 'q35') {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['firmware'],
+      message: 'Secure Boot firmware needs SMM, which Phyllome sets up on machine q35 only',
+    });
+  }
+  if (spec.input === 'usb-tablet' && spec.machine !== 'q35') {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['input'],
+      message: 'usb-tablet needs machine q35 (its USB 3 controller)',
+    });
+  }
+};
+
+export const vmSpecInput = vmSpecInputFields.superRefine(machineRules);
+
+export const vmSpec = vmSpecInputFields
+  .extend({
+    schemaVersion: z.literal(SCHEMA_VERSION),
+    uuid: z.uuid(),
+    createdAt: z.iso.datetime(),
+  })
+  .superRefine(machineRules);
 
 export type VmSpecInput = z.input<typeof vmSpecInput>;
 export type VmSpec = z.output<typeof vmSpec>;
 export type DiskSpec = z.output<typeof diskSpec>;
 export type GraphicsSpec = z.output<typeof graphicsSpec>;
+export type CdromSpec = z.output<typeof cdromSpec>;
+export type FirmwareSpec = z.output<typeof firmwareSpec>;
+export type NicSpec = z.output<typeof nicSpec>;
 
 export { VM_NAME_RE };
 

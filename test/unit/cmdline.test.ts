@@ -15,11 +15,15 @@ const files = {
   serial: '/run/phyllome/vms/demo/serial.sock',
   pidfile: '/run/phyllome/vms/demo/qemu.pid',
   vnc: '/run/phyllome/vms/demo/vnc.sock',
+  tpm: '/run/phyllome/vms/demo/swtpm.sock',
 };
+
+const state = { nvram: '/var/lib/phyllome/vms/demo/nvram.qcow2' };
 
 const plan = (spec: VmSpec, over: Partial<LaunchPlan> = {}): LaunchPlan => ({
   spec,
   files,
+  state,
   accel: 'tcg',
   caps: { sandbox: true },
   ...over,
@@ -117,11 +121,102 @@ describe('QEMU command line', () => {
     ).toThrow(/graphics.features: features need device virtio-gpu-gl-pci/);
   });
 
+  it('gives a Windows 11 profile Secure Boot UEFI, a TPM, SATA, an install CD and Hyper-V', async () => {
+    const win11 = parseSpec({
+      ...identity,
+      name: 'win11',
+      memory: '4G',
+      cpus: 2,
+      os: 'win11',
+      firmware: {
+        type: 'uefi',
+        code: '/usr/share/OVMF/OVMF_CODE_4M.ms.fd',
+        varsTemplate: '/usr/share/OVMF/OVMF_VARS_4M.ms.fd',
+        secureBoot: true,
+        enrolledKeys: true,
+        smm: true,
+      },
+      tpm: true,
+      hyperv: true,
+      clock: 'localtime',
+      disks: [{ path: '/var/lib/phyllome/vms/win11/disk0.qcow2', format: 'qcow2', bus: 'sata' }],
+      cdroms: [
+        { path: '/srv/iso/Win11_EnglishInternational_x64.iso', role: 'install' },
+        { path: '/usr/share/virtio-win/virtio-win.iso', role: 'drivers' },
+      ],
+      nics: [{ model: 'e1000e', mac: '52:54:00:12:34:56' }],
+      input: 'usb-tablet',
+      sound: 'ich9-intel-hda',
+      graphics: { device: 'vga' },
+      rng: true,
+      balloon: true,
+    });
+    await expect(buildQemuArgs(plan(win11)).join('\n') + '\n').toMatchFileSnapshot(
+      '../golden/cmdline-win11.txt',
+    );
+  });
+
+  it('puts IDE devices on the pc machine two to a bus, and refuses what a machine lacks', () => {
+    const old = parseSpec({
+      ...identity,
+      name: 'xp',
+      machine: 'pc',
+      disks: [
+        { path: '/d0', format: 'raw', bus: 'ide' },
+        { path: '/d1', format: 'raw', bus: 'ide' },
+      ],
+      cdroms: [{}],
+    });
+    const args = buildQemuArgs(plan(old));
+    expect(args).toContain('ide-hd,bus=ide.0,unit=0,drive=disk0,id=disk0-dev,bootindex=2');
+    expect(args).toContain('ide-hd,bus=ide.0,unit=1,drive=disk1,id=disk1-dev,bootindex=3');
+    // An empty tray: no medium, the drive is still there to insert into.
+    expect(args).toContain('ide-cd,bus=ide.1,unit=0,id=cd0,bootindex=1');
+    expect(() =>
+      parseSpec({ ...identity, name: 'x', disks: [{ path: '/d', format: 'raw', bus: 'ide' }] }),
+    ).toThrow(/disks\[0\]\.bus: machine q35 has no IDE controller: use bus sata or virtio/);
+    expect(() =>
+      parseSpec({
+        ...identity,
+        name: 'x',
+        machine: 'pc',
+        cdroms: [{}, {}, {}, {}],
+        disks: [{ path: '/d', format: 'raw', bus: 'ide' }],
+      }),
+    ).toThrow(/machine pc has 4 IDE ports/);
+    expect(() =>
+      parseSpec({
+        ...identity,
+        name: 'x',
+        machine: 'pc',
+        firmware: {
+          type: 'uefi',
+          code: '/c',
+          varsTemplate: '/v',
+          secureBoot: true,
+          enrolledKeys: true,
+          smm: true,
+        },
+      }),
+    ).toThrow(/Secure Boot firmware needs SMM/);
+  });
+
   it('uses host CPU under KVM and leaves out the sandbox where QEMU lacks it', () => {
     const args = buildQemuArgs(plan(demo, { accel: 'kvm', caps: { sandbox: false } }));
     expect(args).toContain('q35,accel=kvm');
     expect(args[args.indexOf('-cpu') + 1]).toBe('host');
+    expect(args[args.indexOf('-smp') + 1]).toBe('2,sockets=1,cores=2,threads=1');
     expect(args).not.toContain('-sandbox');
+  });
+
+  it('gives Windows the Hyper-V enlightenments under KVM only (TCG refuses some)', () => {
+    const win = parseSpec({ ...identity, name: 'w', hyperv: true });
+    const kvm = buildQemuArgs(plan(win, { accel: 'kvm' }));
+    expect(kvm[kvm.indexOf('-cpu') + 1]).toMatch(
+      /^host,hv_relaxed=on,hv_vapic=on,hv_spinlocks=0x1fff,hv_vpindex=on,/,
+    );
+    const tcg = buildQemuArgs(plan(win));
+    expect(tcg[tcg.indexOf('-cpu') + 1]).toBe('max');
   });
 
   it('starts paused, without defaults or user config', () => {
@@ -131,7 +226,21 @@ describe('QEMU command line', () => {
 });
 
 // Options QEMU parses as key=value lists (QemuOpts or keyval): every one must read back exactly.
-const KEYED = new Set(['-name', '-machine', '-sandbox', '-chardev', '-mon', '-blockdev', '-device']);
+const KEYED = new Set([
+  '-name',
+  '-machine',
+  '-sandbox',
+  '-chardev',
+  '-mon',
+  '-blockdev',
+  '-device',
+  '-cpu',
+  '-smp',
+  '-rtc',
+  '-netdev',
+  '-tpmdev',
+  '-global',
+]);
 
 /** The option flags of an argv, in order: what a user value must never add to or change. */
 function flagsOf(args: string[]): string[] {
@@ -165,14 +274,20 @@ describe('no spec can inject a QEMU option or argument (property)', () => {
             maxLength: 3,
           },
         ),
-        (name, kernel, initrd, append, disks) => {
+        fc.array(fc.option(userPath, { nil: undefined }), { maxLength: 2 }),
+        fc.option(fc.tuple(userPath, userPath), { nil: undefined }),
+        (name, kernel, initrd, append, disks, cdroms, uefi) => {
           let spec: VmSpec;
+          const firmware = (code: string, varsTemplate: string) =>
+            ({ type: 'uefi', code, varsTemplate, secureBoot: true, enrolledKeys: true, smm: true }) as const;
           try {
             spec = parseSpec({
               ...identity,
               name,
               boot: { kernel, ...(initrd ? { initrd } : {}), ...(append !== undefined ? { append } : {}) },
               disks,
+              cdroms: cdroms.map((path) => (path ? { path } : {})),
+              ...(uefi ? { firmware: firmware(...uefi) } : {}),
             });
           } catch (e) {
             if (e instanceof SpecError) return; // refused input never reaches QEMU
@@ -191,6 +306,8 @@ describe('no spec can inject a QEMU option or argument (property)', () => {
                     ...(spec.boot?.append ? { append: 'a' } : {}),
                   },
                   disks: spec.disks.map((d) => ({ ...d, path: '/d' })),
+                  cdroms: spec.cdroms.map((c) => (c.path ? { path: '/c' } : {})),
+                  ...(uefi ? { firmware: firmware('/f', '/v') } : {}),
                 }),
               ),
             ),
@@ -210,7 +327,11 @@ describe('no spec can inject a QEMU option or argument (property)', () => {
             expect(new Set(keys).size).toBe(keys.length);
             for (const [k, v] of pairs) if (k === 'filename') filenames.push(v);
           });
-          expect(filenames).toEqual(spec.disks.map((d) => d.path));
+          expect(filenames).toEqual([
+            ...(spec.firmware.type === 'uefi' ? [spec.firmware.code, state.nvram] : []),
+            ...spec.cdroms.flatMap((c) => (c.path ? [c.path] : [])),
+            ...spec.disks.map((d) => d.path),
+          ]);
           built++;
         },
       ),

@@ -24,8 +24,20 @@ describe('VM spec', () => {
       memory: '1G',
       cpus: 1,
       boot: { kernel: '/boot/vmlinuz' },
-      disks: [{ path: '/var/lib/x/disk.qcow2', format: 'qcow2', readOnly: false }],
+      disks: [{ path: '/var/lib/x/disk.qcow2', format: 'qcow2', readOnly: false, bus: 'virtio' }],
       graphics: { device: 'none' },
+      // What a hand-made spec gets: the plain machine of the foundation; the planner fills these for an OS.
+      machine: 'q35',
+      firmware: { type: 'bios' },
+      tpm: false,
+      hyperv: false,
+      clock: 'utc',
+      cdroms: [],
+      nics: [],
+      input: 'ps2',
+      sound: 'none',
+      rng: false,
+      balloon: false,
     });
   });
 
