@@ -11,7 +11,7 @@
 set -euo pipefail
 export PATH=$PATH:/usr/sbin:/sbin # depmod, mkfs.ext4 for a non-root user
 
-SCRIPT_VERSION=6
+SCRIPT_VERSION=7
 READY_LINE=PHYLLOME-GUEST-READY
 out=${1:-${PHYLLOME_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/phyllome}/test-guest}
 out=${out%/}
@@ -19,8 +19,8 @@ out=${out%/}
 # crc32c_generic first: ext4 wants crc32c and busybox modprobe does not follow softdeps.
 modules=(virtio_pci virtio_blk crc32c_generic ext4 button evdev virtio_net)
 # Carried too, but loaded only when the guest has the device (by its virtio modalias): the DRM stack
-# costs most of a second of boot under TCG.
-on_demand=(virtio_gpu)
+# costs most of a second of boot under TCG. efivarfs only under UEFI.
+on_demand=(virtio_gpu efivarfs)
 
 die() {
   echo "build-test-guest: $*" >&2
@@ -184,6 +184,16 @@ fi
 if [ -e /dev/dri/card0 ]; then
   echo "gpu: \$(dmesg | grep -o 'features: .*' | head -n 1)" >/dev/ttyS0
   echo "render: \$(ls /dev/dri | tr '\\n' ' ')" >/dev/ttyS0
+fi
+# Firmware and TPM as the guest sees them: the guest-profile tests read these lines.
+if [ -d /sys/firmware/efi ]; then
+  modprobe efivarfs 2>/dev/null
+  mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>/dev/null
+  sb=\$(od -An -tu1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c 2>/dev/null | awk '{print \$NF}')
+  echo "efi: secureboot=\${sb:-none}" >/dev/ttyS0
+fi
+if [ -e /sys/class/tpm/tpm0 ]; then
+  echo "tpm: tpm0 version \$(cat /sys/class/tpm/tpm0/tpm_version_major 2>/dev/null)" >/dev/ttyS0
 fi
 echo $READY_LINE >/dev/ttyS0
 export HOME=/root PATH=/bin:/sbin:/usr/bin:/usr/sbin

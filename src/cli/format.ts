@@ -2,10 +2,9 @@ import Table from 'cli-table3';
 import type { VmInfo } from '../daemon/vms.js';
 
 /** Human tables: plain borders so they read well in any terminal and in logs. */
-export function vmTable(vms: VmInfo[]): string {
-  if (vms.length === 0) return 'No VMs yet. Create one with: phyllome create NAME --kernel FILE';
-  const table = new Table({
-    head: ['NAME', 'STATE', 'CPUS', 'MEMORY', 'ACCEL', 'PID'],
+function table(head: string[], rows: (string | number)[][]): string {
+  const t = new Table({
+    head,
     style: { head: [], border: [] },
     chars: {
       top: '',
@@ -25,14 +24,62 @@ export function vmTable(vms: VmInfo[]): string {
       middle: '  ',
     },
   });
-  for (const vm of vms) {
-    table.push([vm.name, vm.state, vm.spec.cpus, vm.spec.memory, vm.accel ?? '-', vm.pid ?? '-']);
-  }
-  return table
+  t.push(...rows);
+  return t
     .toString()
     .split('\n')
     .map((l) => l.trimEnd().replace(/^ /, ''))
     .join('\n');
+}
+
+export function vmTable(vms: VmInfo[]): string {
+  if (vms.length === 0) return 'No VMs yet. Create one with: phyllome create NAME --os ID or --iso FILE';
+  return table(
+    ['NAME', 'STATE', 'OS', 'CPUS', 'MEMORY', 'ACCEL', 'PID'],
+    vms.map((vm) => [
+      vm.name,
+      vm.state,
+      vm.spec.os ?? '-',
+      vm.spec.cpus,
+      vm.spec.memory,
+      vm.accel ?? '-',
+      vm.pid ?? '-',
+    ]),
+  );
+}
+
+export interface OsRow {
+  shortId: string;
+  name: string;
+  family?: string;
+  releaseDate?: string;
+}
+
+export function osTable(entries: OsRow[]): string {
+  if (entries.length === 0) return 'No OS matches; try a shorter --search.';
+  return table(
+    ['ID', 'NAME', 'FAMILY', 'RELEASED'],
+    entries.map((e) => [e.shortId, e.name, e.family ?? '-', e.releaseDate ?? '-']),
+  );
+}
+
+export interface PlanView {
+  os: { shortId: string; name: string; note?: string; identifiedFrom?: string };
+  choices: { item: string; value: string; reason: string }[];
+  notes: string[];
+}
+
+/** Every device choice with its reason, then what the user should know. */
+export function planText(plan: PlanView): string {
+  const lines = [
+    `${plan.os.name} (${plan.os.shortId})${plan.os.identifiedFrom ? `, identified from the ISO's ${plan.os.identifiedFrom}` : ''}`,
+  ];
+  if (plan.os.note) lines.push(`note: ${plan.os.note}`);
+  const width = Math.max(...plan.choices.map((c) => c.item.length));
+  for (const c of plan.choices)
+    lines.push(`  ${c.item.padEnd(width)}  ${c.value}\n  ${' '.repeat(width)}  ↳ ${c.reason}`);
+  for (const n of plan.notes) lines.push(`note: ${n}`);
+  return lines.join('\n');
 }
 
 export function vmDetails(vm: VmInfo): string {
@@ -57,9 +104,17 @@ export function vmDetails(vm: VmInfo): string {
       node ? `${vm.spec.graphics.device} (render node ${node})` : vm.spec.graphics.device,
     ]);
   }
+  if (vm.spec.os) lines.push(['OS', vm.spec.os]);
+  lines.push([
+    'Firmware',
+    vm.spec.firmware.type === 'bios' ? 'BIOS' : `UEFI${vm.spec.firmware.secureBoot ? ' + Secure Boot' : ''}`,
+  ]);
+  if (vm.spec.tpm) lines.push(['TPM', '2.0 (swtpm)']);
   vm.spec.disks.forEach((d, i) =>
-    lines.push([`Disk ${i}`, `${d.path} (${d.format}${d.readOnly ? ', read-only' : ''})`]),
+    lines.push([`Disk ${i}`, `${d.path} (${d.format}, ${d.bus}${d.readOnly ? ', read-only' : ''})`]),
   );
+  vm.spec.cdroms.forEach((c, i) => lines.push([`CD-ROM ${i}`, `${c.path ?? '(empty)'} (${c.role})`]));
+  vm.spec.nics.forEach((n, i) => lines.push([`NIC ${i}`, `${n.model} ${n.mac}`]));
   const width = Math.max(...lines.map(([k]) => k.length));
   return lines.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join('\n');
 }

@@ -19,10 +19,32 @@ const warn = (vm: { warnings?: string[] }) =>
 
 const abs = (p: string | undefined) => (p === undefined ? undefined : path.resolve(p));
 
-/** `PATH` or `PATH:ro` for a read-only disk. */
-function parseDisk(value: string, previous: { path: string; readOnly: boolean }[] = []) {
+type DiskArg = { path: string; readOnly: boolean } | { size: string };
+
+/** `PATH`, `PATH:ro` for a read-only disk, or a size like `64G` for a new disk. */
+function parseDisk(value: string, previous: DiskArg[] = []): DiskArg[] {
+  if (/^\d+(\.\d+)?\s*([KMGT]i?B?)?$/i.test(value)) return [...previous, { size: value }];
   const readOnly = value.endsWith(':ro');
   return [...previous, { path: path.resolve(readOnly ? value.slice(0, -3) : value), readOnly }];
+}
+
+const choiceOf =
+  (what: string, allowed: readonly string[]) =>
+  (value: string): string => {
+    if (!allowed.includes(value))
+      throw new Error(`${what} must be one of ${allowed.join(', ')}, not "${value}"`);
+    return value;
+  };
+
+/** An SSH key given inline or as a file (~/.ssh/id_ed25519.pub). */
+async function sshKey(value: string): Promise<string> {
+  if (/^(ssh-|ecdsa-|sk-)/.test(value)) return value;
+  const { readFile } = await import('node:fs/promises');
+  try {
+    return (await readFile(value, 'utf8')).trim();
+  } catch {
+    throw new Error(`--ssh-key: ${value} is neither an SSH public key nor a readable file`);
+  }
 }
 
 const program = new Command('phyllome')
@@ -46,50 +68,233 @@ program
 
 program
   .command('create')
-  .description('define a new VM')
+  .description('define a new VM: planned for an OS (--os) or installer (--iso), or built by hand')
   .argument('<name>', 'lowercase letters, digits and "-"')
-  .option('-m, --memory <size>', 'guest memory, like 512M or 2G', '512M')
-  .option('-c, --cpus <n>', 'virtual CPUs', (v) => Number(v), 1)
+  .option('--os <id>', 'plan the VM for this OS (see "phyllome os list")')
+  .option('--iso <file>', 'installer ISO: attached as a CD-ROM, and its OS identified for the plan')
+  .option(
+    '--intent <intent>',
+    'desktop, gaming or server: guides the plan',
+    choiceOf('--intent', ['desktop', 'gaming', 'server']),
+  )
+  .option('--dry-run', 'print the plan (or spec) and its reasons; create nothing')
+  .option('-m, --memory <size>', 'guest memory, like 512M or 2G')
+  .option('-c, --cpus <n>', 'virtual CPUs', (v) => Number(v))
+  .option(
+    '--disk <file[:ro]|size>',
+    'attach a disk image, or make a new one of this size (64G); repeatable',
+    parseDisk,
+  )
   .option('--kernel <file>', 'boot this Linux kernel directly')
   .option('--initrd <file>', 'initramfs for --kernel')
   .option('--append <cmdline>', 'kernel command line for --kernel')
   .option(
-    '--disk <file[:ro]>',
-    'attach a disk image (raw or qcow2); repeatable; ":ro" for read-only',
-    parseDisk,
-  )
-  .option(
     '--graphics <device>',
-    'display device: none, virtio-vga (2D), virtio-vga-gl (virgl 3D) or virtio-gpu-gl-pci',
-    'none',
+    'display device: none, vga, virtio-vga (2D), virtio-vga-gl (virgl 3D) or virtio-gpu-gl-pci',
   )
   .option('--render-node <file>', 'host render node for virtio-vga-gl (/dev/null: software rendering)')
+  .option(
+    '--firmware <type>',
+    'bios, uefi or uefi-secure',
+    choiceOf('--firmware', ['bios', 'uefi', 'uefi-secure']),
+  )
+  .option('--tpm', 'add a TPM 2.0 (swtpm)')
+  .option('--no-tpm', 'no TPM, even where the plan would add one')
+  .option('--machine <type>', 'q35 or pc', choiceOf('--machine', ['q35', 'pc']))
+  .option('--disk-bus <bus>', 'virtio, sata or ide', choiceOf('--disk-bus', ['virtio', 'sata', 'ide']))
+  .option(
+    '--nic <model>',
+    'virtio-net-pci, e1000e, e1000, rtl8139 or none',
+    choiceOf('--nic', ['virtio-net-pci', 'e1000e', 'e1000', 'rtl8139', 'none']),
+  )
+  .option(
+    '--input <device>',
+    'ps2, usb-tablet or virtio-tablet',
+    choiceOf('--input', ['ps2', 'usb-tablet', 'virtio-tablet']),
+  )
+  .option(
+    '--sound <device>',
+    'none, ich9-intel-hda or ac97',
+    choiceOf('--sound', ['none', 'ich9-intel-hda', 'ac97']),
+  )
+  .option('--cloud-init <user>', 'make a cloud-init seed for a Linux cloud image, with this user')
+  .option(
+    '--ssh-key <key|file>',
+    'an SSH public key for the cloud-init user; repeatable',
+    (v: string, p: string[] = []) => [...p, v],
+  )
+  .option('--password-hash <hash>', "the cloud-init user's password as a crypt hash (openssl passwd -6)")
+  .option('--hostname <name>', "the guest's host name, set by cloud-init")
   .addOption(jsonOption)
   .action(async (name: string, o: Record<string, unknown>) => {
     const kernel = abs(o.kernel as string | undefined);
     if (!kernel && (o.initrd || o.append)) throw new Error('--initrd and --append need --kernel');
-    const body = {
-      name,
-      memory: o.memory,
-      cpus: o.cpus,
-      ...(kernel
-        ? {
-            boot: {
-              kernel,
-              ...(o.initrd ? { initrd: abs(o.initrd as string) } : {}),
-              ...(o.append ? { append: o.append } : {}),
-            },
-          }
-        : {}),
-      disks: o.disk ?? [],
-      graphics: { device: o.graphics, ...(o.renderNode ? { renderNode: abs(o.renderNode as string) } : {}) },
-    };
+    const boot = kernel
+      ? {
+          kernel,
+          ...(o.initrd ? { initrd: abs(o.initrd as string) } : {}),
+          ...(o.append ? { append: o.append } : {}),
+        }
+      : undefined;
+    const disks = (o.disk as DiskArg[] | undefined) ?? [];
+    const graphics = o.graphics
+      ? { device: o.graphics, ...(o.renderNode ? { renderNode: abs(o.renderNode as string) } : {}) }
+      : undefined;
+    const cloudInit = o.cloudInit
+      ? {
+          user: o.cloudInit,
+          ...(o.passwordHash ? { passwordHash: o.passwordHash } : {}),
+          ...(o.sshKey ? { sshKeys: await Promise.all((o.sshKey as string[]).map(sshKey)) } : {}),
+          ...(o.hostname ? { hostname: o.hostname } : {}),
+        }
+      : undefined;
+    if (!cloudInit && (o.sshKey || o.passwordHash || o.hostname)) {
+      throw new Error('--ssh-key, --password-hash and --hostname need --cloud-init USER');
+    }
+
+    let spec: Record<string, unknown>;
+    let plan: import('./format.js').PlanView | undefined;
+    if (o.os || o.iso) {
+      const sized = disks.filter((d): d is { size: string } => 'size' in d);
+      const existing = disks.filter((d): d is { path: string; readOnly: boolean } => 'path' in d);
+      if (sized.length > 1 || (sized.length && existing.length)) {
+        throw new Error(
+          'a planned VM gets one new disk (--disk SIZE) or existing disks (--disk FILE), not both',
+        );
+      }
+      const overrides = Object.fromEntries(
+        Object.entries({
+          memory: o.memory,
+          cpus: o.cpus,
+          diskSize: sized[0]?.size,
+          machine: o.machine,
+          firmware: o.firmware,
+          tpm: o.tpm,
+          diskBus: o.diskBus,
+          nic: o.nic,
+          input: o.input,
+          sound: o.sound,
+          graphics: o.graphics,
+        }).filter(([, v]) => v !== undefined),
+      );
+      const answer = await client.call<import('./format.js').PlanView & { spec: Record<string, unknown> }>(
+        'POST',
+        '/v1/plan',
+        {
+          name,
+          ...(o.os ? { os: o.os } : {}),
+          ...(o.iso ? { iso: abs(o.iso as string) } : {}),
+          ...(o.intent ? { intent: o.intent } : {}),
+          ...(existing.length ? { disks: existing } : {}),
+          ...(boot ? { boot } : {}),
+          ...(cloudInit ? { cloudInit: true } : {}),
+          overrides,
+        },
+      );
+      plan = answer;
+      spec = { ...answer.spec, ...(graphics ? { graphics } : {}) };
+    } else {
+      if (o.intent) throw new Error('--intent needs --os or --iso to plan for');
+      spec = {
+        name,
+        memory: o.memory ?? '512M',
+        cpus: o.cpus ?? 1,
+        ...(boot ? { boot } : {}),
+        disks,
+        graphics: graphics ?? { device: 'none' },
+        ...Object.fromEntries(
+          Object.entries({ machine: o.machine, tpm: o.tpm, input: o.input, sound: o.sound }).filter(
+            ([, v]) => v !== undefined,
+          ),
+        ),
+      };
+      if (o.firmware && o.firmware !== 'bios') {
+        throw new Error('UEFI firmware is picked by the planner: add --os ID (or --iso) to use --firmware');
+      }
+    }
+    const body = { ...spec, ...(cloudInit ? { cloudInit } : {}) };
+    if (o.dryRun) {
+      await print(o.json as boolean, plan ? { ...plan, spec } : { spec }, async () =>
+        plan ? (await format()).planText(plan) : JSON.stringify(spec, null, 2),
+      );
+      return;
+    }
     const vm = await client.call<VmInfo>('POST', '/v1/vms', body);
-    await print(
-      o.json as boolean,
-      vm,
-      () => `Created VM "${vm.name}". Start it with: phyllome start ${vm.name}`,
+    await print(o.json as boolean, plan ? { ...vm, plan } : vm, async () =>
+      [
+        ...(plan ? [(await format()).planText(plan), ''] : []),
+        `Created VM "${vm.name}". Start it with: phyllome start ${vm.name}`,
+      ].join('\n'),
     );
+  });
+
+program
+  .command('os')
+  .description('the operating systems Phyllome can plan for (from osinfo-db)')
+  .command('list', { isDefault: true })
+  .description('list known operating systems')
+  .option('-s, --search <text>', 'only those whose id, name or vendor contains this')
+  .addOption(jsonOption)
+  .action(async (o: { search?: string; json?: boolean }) => {
+    const query = o.search ? `?${new URLSearchParams({ search: o.search })}` : '';
+    const answer = await client.call<{ version: string; entries: import('./format.js').OsRow[] }>(
+      'GET',
+      `/v1/os${query}`,
+    );
+    await print(
+      o.json,
+      answer,
+      async () => `${(await format()).osTable(answer.entries)}\n(osinfo-db ${answer.version})`,
+    );
+  });
+
+const media = program
+  .command('media')
+  .description("a VM's CD-ROM media: insert and eject, also while it runs");
+const driveOption = new Option('--drive <n>', 'which CD-ROM drive, from 0').argParser((v) => Number(v));
+media
+  .command('list', { isDefault: true })
+  .description('show the CD-ROM drives and what is in them')
+  .argument('<name>')
+  .addOption(jsonOption)
+  .action(async (name: string, o: { json?: boolean }) => {
+    const answer = await client.call<{ drives: { drive: number; role: string; path?: string }[] }>(
+      'GET',
+      `${vmPath(name)}/media`,
+    );
+    await print(o.json, answer, () =>
+      answer.drives.length
+        ? answer.drives.map((d) => `${d.drive}  ${d.path ?? '(empty)'}  (${d.role})`).join('\n')
+        : `"${name}" has no CD-ROM drive.`,
+    );
+  });
+media
+  .command('eject')
+  .description('eject the medium')
+  .argument('<name>')
+  .addOption(driveOption)
+  .addOption(jsonOption)
+  .action(async (name: string, o: { drive?: number; json?: boolean }) => {
+    const vm = await client.call<VmInfo>(
+      'POST',
+      `${vmPath(name)}/media`,
+      o.drive !== undefined ? { drive: o.drive } : {},
+    );
+    await print(o.json, vm, () => `Ejected the medium of "${name}".`);
+  });
+media
+  .command('insert')
+  .description('insert an ISO (a stopped VM without a drive gets one)')
+  .argument('<name>')
+  .argument('<file>')
+  .addOption(driveOption)
+  .addOption(jsonOption)
+  .action(async (name: string, file: string, o: { drive?: number; json?: boolean }) => {
+    const vm = await client.call<VmInfo>('POST', `${vmPath(name)}/media`, {
+      path: path.resolve(file),
+      ...(o.drive !== undefined ? { drive: o.drive } : {}),
+    });
+    await print(o.json, vm, () => `Inserted ${path.resolve(file)} into "${name}".`);
   });
 
 const simple = (

@@ -9,7 +9,16 @@ import {
 } from 'fastify-type-provider-zod';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import { bootSpec, diskSpec, SpecError, vmSpec, vmSpecInput } from '../spec/schema.js';
+import {
+  absPath,
+  bootSpec,
+  diskBus,
+  diskSpec,
+  SpecError,
+  vmSpec,
+  vmSpecInputFields,
+} from '../spec/schema.js';
+import type { GuestPlanner } from './planning.js';
 import { BusyError } from './lock.js';
 import { UserError } from './errors.js';
 import type { SerialHub } from './serial.js';
@@ -39,13 +48,61 @@ const vmInfo = z.object({
 /** Stop also says whether the guest had to be forced off. */
 const actionResult = vmInfo.extend({ forced: z.boolean().optional() });
 
-/** Create takes what a user chooses; a disk's format may be left out and is read from the file. */
-const createBody = vmSpecInput.extend({
+const cloudInitBody = z.strictObject({
+  user: z.string(),
+  passwordHash: z.string().optional(),
+  sshKeys: z.array(z.string()).optional(),
+  hostname: z.string().optional(),
+});
+
+/**
+ * Create takes what a user chooses: a disk's format may be left out (it is read from the file), a disk
+ * given by size is made new, and cloud-init settings become a seed ISO.
+ */
+const createBody = vmSpecInputFields.extend({
   boot: bootSpec.optional(),
   disks: z
-    .array(diskSpec.partial({ format: true }))
+    .array(
+      z.union([
+        diskSpec.partial({ format: true }),
+        z.strictObject({ size: z.union([z.string(), z.number()]), bus: diskBus.optional() }),
+      ]),
+    )
     .max(16)
     .optional(),
+  cloudInit: cloudInitBody.optional(),
+});
+
+const intent = z.enum(['desktop', 'gaming', 'server']);
+
+const planBody = z.strictObject({
+  name: z.string(),
+  os: z.string().optional().describe('osinfo-db short id, e.g. win11, fedora37'),
+  iso: absPath.optional().describe('installer ISO: the OS is identified from its volume descriptor'),
+  intent: intent.optional(),
+  disks: z.array(z.strictObject({ path: absPath, readOnly: z.boolean().optional() })).optional(),
+  boot: bootSpec.optional(),
+  cloudInit: z.boolean().optional().describe('attach the cloud-init seed that create will make'),
+  overrides: z
+    .strictObject({
+      memory: z.string().optional(),
+      cpus: z.number().int().min(1).max(256).optional(),
+      diskSize: z.string().optional(),
+      machine: z.enum(['q35', 'pc']).optional(),
+      firmware: z.enum(['bios', 'uefi', 'uefi-secure']).optional(),
+      tpm: z.boolean().optional(),
+      diskBus: diskBus.optional(),
+      nic: z.enum(['virtio-net-pci', 'e1000e', 'e1000', 'rtl8139', 'none']).optional(),
+      input: z.enum(['ps2', 'usb-tablet', 'virtio-tablet']).optional(),
+      sound: z.enum(['none', 'ich9-intel-hda', 'ac97']).optional(),
+      graphics: z.enum(['none', 'vga', 'virtio-vga', 'virtio-vga-gl', 'virtio-gpu-gl-pci']).optional(),
+    })
+    .optional(),
+});
+
+const mediaBody = z.strictObject({
+  path: absPath.optional().describe('the ISO to insert; leave out to eject'),
+  drive: z.number().int().min(0).max(3).optional(),
 });
 
 const nameParams = z.object({ name: z.string() });
@@ -60,6 +117,7 @@ const errors = { 400: errorBody, 404: errorBody, 409: errorBody };
 
 export interface ApiDeps {
   manager: VmManager;
+  planner: GuestPlanner;
   qemu: QemuInfo;
   accel: Promise<AccelDecision>;
   logger: Logger;
@@ -184,6 +242,48 @@ export async function buildApi(deps: ApiDeps) {
     },
   );
 
+  api.get(
+    '/v1/os',
+    {
+      schema: {
+        summary: "Operating systems osinfo-db knows (the planner's source)",
+        querystring: z.object({ search: z.string().optional() }),
+      },
+    },
+    async (request) => {
+      const { version, entries } = await deps.planner.listOs(request.query.search);
+      return {
+        version,
+        entries: entries.map((e) => ({
+          shortId: e.shortId,
+          name: e.name,
+          family: e.family,
+          distro: e.distro,
+          version: e.version,
+          releaseDate: e.releaseDate,
+          eolDate: e.eolDate,
+        })),
+      };
+    },
+  );
+
+  api.post(
+    '/v1/plan',
+    {
+      schema: {
+        summary: 'Plan a VM for an OS or installer ISO on this host: a spec, and each choice with its reason',
+        body: planBody,
+      },
+    },
+    async (request) => {
+      const { cloudInit, ...body } = request.body;
+      return deps.planner.plan({
+        ...body,
+        ...(cloudInit ? { cloudInitSeed: manager.cloudInitSeed(body.name) } : {}),
+      });
+    },
+  );
+
   api.get('/v1/vms', { schema: { summary: 'List VMs', response: { 200: z.array(vmInfo) } } }, () =>
     manager.list(),
   );
@@ -235,6 +335,43 @@ export async function buildApi(deps: ApiDeps) {
   action('resume', 'Resume the vCPUs', (name) => manager.resume(name));
   action('restart', 'Stop (ACPI, then forced) and start again', (name, b) =>
     manager.restart(name, { timeoutS: b?.timeout ?? 60 }),
+  );
+
+  api.get(
+    '/v1/vms/:name/media',
+    {
+      schema: {
+        summary: 'CD-ROM drives and their media (live from QEMU while running)',
+        params: nameParams,
+        response: {
+          200: z.object({
+            drives: z.array(
+              z.object({
+                drive: z.number(),
+                role: z.string(),
+                path: z.string().optional(),
+                live: z.boolean().optional(),
+              }),
+            ),
+          }),
+          ...errors,
+        },
+      },
+    },
+    (request) => manager.mediaList(request.params.name),
+  );
+
+  api.post(
+    '/v1/vms/:name/media',
+    {
+      schema: {
+        summary: 'Insert (path) or eject (no path) a CD-ROM medium, live while running',
+        params: nameParams,
+        body: mediaBody,
+        response: { 200: vmInfo, ...errors },
+      },
+    },
+    (request) => manager.media(request.params.name, request.body),
   );
 
   api.get(

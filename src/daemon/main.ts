@@ -8,6 +8,7 @@ import pino from 'pino';
 import { decideAccel } from '../host/accel.js';
 import { inspectQemu } from '../host/qemu-binary.js';
 import { buildApi } from './api.js';
+import { GuestPlanner } from './planning.js';
 import { writeFileAtomic } from './files.js';
 import { checkSocketPath, daemonPidfile, daemonSocket, resolveLayout } from './paths.js';
 import { VmManager } from './vms.js';
@@ -78,7 +79,8 @@ export async function runDaemon(options: DaemonOptions = {}): Promise<void> {
 
   let token: string | undefined;
   if (options.listen) token = await loadToken(options.tokenFile ?? path.join(layout.home, 'api-token'));
-  const app = await buildApi({ manager, qemu, accel, logger, ...(token ? { token } : {}) });
+  const planner = new GuestPlanner(qemu, accel);
+  const app = await buildApi({ manager, planner, qemu, accel, logger, ...(token ? { token } : {}) });
 
   await rm(socketPath, { force: true });
   await app.listen({ path: socketPath });

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import path from 'node:path';
-import type { RuntimeFiles } from '../qemu/cmdline.js';
+import type { RuntimeFiles, StateFiles } from '../qemu/cmdline.js';
 
 export interface Layout {
   /** Persistent state: one folder per VM. */
@@ -44,7 +44,7 @@ export const runtimeDir = (layout: Layout, name: string): string => path.join(la
 export function runtimeFiles(
   layout: Layout,
   name: string,
-): RuntimeFiles & { dir: string; qemuLog: string; serialLog: string } {
+): RuntimeFiles & { dir: string; qemuLog: string; serialLog: string; swtpmPidfile: string } {
   const dir = runtimeDir(layout, name);
   return {
     dir,
@@ -52,9 +52,24 @@ export function runtimeFiles(
     serial: path.join(dir, 'serial.sock'),
     pidfile: path.join(dir, 'qemu.pid'),
     vnc: path.join(dir, 'vnc.sock'),
+    tpm: path.join(dir, 'swtpm.sock'),
+    swtpmPidfile: path.join(dir, 'swtpm.pid'),
     // Logs outlive the runtime folder so a crash can be read after cleanup.
     serialLog: path.join(vmDir(layout, name), 'serial.log'),
     qemuLog: path.join(vmDir(layout, name), 'qemu.log'),
+  };
+}
+
+/** Files that belong to the VM for its whole life (snapshots and exports include them). */
+export function stateFiles(
+  layout: Layout,
+  name: string,
+): StateFiles & { tpmState: string; swtpmLog: string } {
+  const dir = vmDir(layout, name);
+  return {
+    nvram: path.join(dir, 'nvram.qcow2'),
+    tpmState: path.join(dir, 'tpm'),
+    swtpmLog: path.join(dir, 'swtpm.log'),
   };
 }
 

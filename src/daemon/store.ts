@@ -57,13 +57,21 @@ export class StateStore {
     return writeJsonAtomic(vmStatusFile(this.layout, name), status);
   }
 
-  /** Creates the VM folder under a temporary name and renames it into place: all or nothing. */
-  async create(spec: VmSpec): Promise<void> {
+  writeSpec(spec: VmSpec): Promise<void> {
+    return writeJsonAtomic(vmSpecFile(this.layout, spec.name), spec);
+  }
+
+  /**
+   * Creates the VM folder under a temporary name and renames it into place: all or nothing. `prepare`
+   * makes the VM's own files (new disks, the UEFI variable store) inside the staging folder first.
+   */
+  async create(spec: VmSpec, prepare?: (staging: string) => Promise<void>): Promise<void> {
     const final = vmDir(this.layout, spec.name);
     const staging = path.join(vmsDir(this.layout), `.creating-${spec.name}-${process.pid}`);
     await rm(staging, { recursive: true, force: true });
     await mkdir(staging, { mode: 0o750 });
     try {
+      await prepare?.(staging);
       await writeJsonAtomic(path.join(staging, 'vm.json'), spec);
       await writeJsonAtomic(path.join(staging, 'status.json'), { state: 'stopped' } satisfies StoredStatus);
       await rename(staging, final);

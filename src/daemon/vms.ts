@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { constants } from 'node:fs';
 import { access, mkdir, readFile, rm } from 'node:fs/promises';
+import path from 'node:path';
 import type { Logger } from 'pino';
 import type { AccelDecision } from '../host/accel.js';
 import type { QemuInfo } from '../host/qemu-binary.js';
@@ -9,9 +10,14 @@ import { buildQemuArgs } from '../qemu/cmdline.js';
 import { QmpClient, type QmpEvent } from '../qemu/qmp.js';
 import { isQemuFor, killQemu, readPidfile, spawnDetached, waitGone } from '../qemu/process.js';
 import { parseSpecInput, SCHEMA_VERSION, type VmSpec } from '../spec/schema.js';
+import { parseSize, SizeError } from '../spec/size.js';
+import { createQcow2, QemuImgError, rawToQcow2 } from '../storage/qemu-img.js';
+import { SeedIsoError, writeSeedIso } from '../storage/seed-iso.js';
+import { checkCloudInit, CloudInitError, cloudInitFiles, type CloudInit } from '../guest/cloud-init.js';
+import { findSwtpm, isSwtpmFor, startSwtpm, stopSwtpm, SwtpmError, swtpmLogTail } from '../qemu/swtpm.js';
 import { conflict, notFound, UserError } from './errors.js';
 import { KeyedLock } from './lock.js';
-import { checkSocketPath, runtimeFiles, type Layout } from './paths.js';
+import { checkSocketPath, runtimeFiles, stateFiles, vmDir, type Layout } from './paths.js';
 import { SerialHub } from './serial.js';
 import { StateStore } from './store.js';
 import { withDiskFormats } from '../storage/format.js';
@@ -28,6 +34,14 @@ export interface VmInfo {
   accel?: string;
   warnings: string[];
   spec: VmSpec;
+}
+
+export interface DriveMedia {
+  drive: number;
+  role: string;
+  path?: string;
+  /** Read from the running QEMU rather than the spec. */
+  live?: boolean;
 }
 
 export interface VmEvent {
@@ -128,6 +142,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     if (wasUp) {
       reason = pid ? 'crashed: QEMU exited while phyllomed was down' : 'shut down while phyllomed was down';
     }
+    await this.reapSwtpm(vm);
     await rm(files.dir, { recursive: true, force: true });
     vm.state = 'stopped';
     vm.reason = reason;
@@ -177,6 +192,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     vm.serial = undefined;
     vm.pid = undefined;
     vm.shutdownExpected = false;
+    await this.reapSwtpm(vm);
     await rm(runtimeFiles(this.layout, vm.spec.name).dir, { recursive: true, force: true });
     this.setState(vm, 'stopped', reason);
     await this.persist(vm);
@@ -187,6 +203,10 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     try {
       const log = await readFile(runtimeFiles(this.layout, vm.spec.name).qemuLog, 'utf8');
       const last = log.trim().split('\n').pop();
+      if (last?.includes('tpm') && vm.spec.tpm) {
+        const swtpm = await swtpmLogTail(stateFiles(this.layout, vm.spec.name).swtpmLog);
+        return `${last}${swtpm ? ` (swtpm: ${swtpm})` : ''}`;
+      }
       if (last) return last;
     } catch {
       /* no log */
@@ -250,7 +270,21 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
   }
 
   async create(input: unknown): Promise<VmInfo> {
-    const parsed = parseSpecInput(await withDiskFormats(input));
+    const {
+      input: withPaths,
+      newDisks,
+      cloudInit,
+      seed,
+    } = madeAtCreate(input, (name) => vmDir(this.layout, name));
+    const parsed = parseSpecInput(await withDiskFormats(withPaths));
+    if (cloudInit) {
+      try {
+        checkCloudInit(cloudInit);
+      } catch (e) {
+        if (e instanceof CloudInitError) throw new UserError(e.message);
+        throw e;
+      }
+    }
     return this.withLock(parsed.name, 'create', async () => {
       if (this.vms.has(parsed.name)) {
         throw conflict(`a VM named "${parsed.name}" already exists: pick another name or delete it first`);
@@ -261,12 +295,37 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
         uuid: randomUUID(),
         createdAt: new Date().toISOString(),
       };
-      await checkFiles(spec);
-      await this.store.create(spec);
+      await checkFiles(spec, new Set([...newDisks.map((d) => d.file), ...(seed ? [seed] : [])]));
+      if (spec.tpm) await findSwtpm().catch(asUserError);
+      // Made under the staging folder, the files land at their final paths with its rename.
+      const makeFiles = async (staging: string) => {
+        for (const d of newDisks) await createQcow2(path.join(staging, path.basename(d.file)), d.bytes);
+        if (cloudInit) {
+          await writeSeedIso(path.join(staging, CLOUD_INIT_SEED), cloudInitFiles(cloudInit, spec.uuid));
+        }
+        if (spec.firmware.type === 'uefi') {
+          const nvram = stateFiles(this.layout, spec.name).nvram;
+          await rawToQcow2(spec.firmware.varsTemplate, path.join(staging, path.basename(nvram)));
+        }
+      };
+      await this.store.create(spec, async (staging) => {
+        try {
+          await makeFiles(staging);
+        } catch (e) {
+          // A missing tool or a failed qemu-img is the user's to fix; the staging folder is removed.
+          if (e instanceof QemuImgError || e instanceof SeedIsoError) throw new UserError(e.message);
+          throw e;
+        }
+      });
       this.vms.set(spec.name, { spec, state: 'stopped' });
       this.emitEvent({ type: 'created', vm: spec.name });
       return this.info(spec.name);
     });
+  }
+
+  /** Where create puts a VM's cloud-init seed, so a plan can name it beforehand. */
+  cloudInitSeed(name: string): string {
+    return path.join(vmDir(this.layout, name), CLOUD_INIT_SEED);
   }
 
   start(name: string): Promise<VmInfo> {
@@ -291,8 +350,10 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     if (decision.warning) this.log.warn({ vm: spec.name }, decision.warning);
     await rm(files.dir, { recursive: true, force: true });
     await mkdir(files.dir, { recursive: true, mode: 0o750 });
-    const args = buildQemuArgs({ spec, files, accel: decision.accel, caps: this.host.qemu.caps });
+    const state = stateFiles(this.layout, spec.name);
+    const args = buildQemuArgs({ spec, files, state, accel: decision.accel, caps: this.host.qemu.caps });
     await Promise.all([rm(files.qemuLog, { force: true }), rm(files.serialLog, { force: true })]);
+    const swtpm = spec.tpm ? await this.startTpm(vm) : undefined;
     this.setState(vm, 'starting');
     const pid = spawnDetached(this.host.qemu.binary, args, files.qemuLog);
     this.log.info({ vm: spec.name, pid, accel: decision.accel }, 'started QEMU');
@@ -304,6 +365,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     } catch (e) {
       qmp?.close();
       await killQemu(pid, spec.uuid);
+      if (swtpm) stopSwtpm(swtpm);
       await rm(files.dir, { recursive: true, force: true });
       const why = await this.lastQemuError(vm);
       this.setState(vm, 'stopped', `failed to start: ${why}`);
@@ -324,6 +386,38 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     await qmp.execute('cont');
     await resumed;
     await this.persist(vm);
+  }
+
+  /** swtpm first: QEMU connects to its socket at start-up. Failures say what to install or read. */
+  private async startTpm(vm: Vm): Promise<number> {
+    const files = runtimeFiles(this.layout, vm.spec.name);
+    const state = stateFiles(this.layout, vm.spec.name);
+    try {
+      checkSocketPath(files.tpm);
+      const binary = await findSwtpm();
+      return await startSwtpm(binary, {
+        stateDir: state.tpmState,
+        socket: files.tpm,
+        pidfile: files.swtpmPidfile,
+        log: state.swtpmLog,
+      });
+    } catch (e) {
+      if (!(e instanceof SwtpmError)) throw e;
+      await rm(files.dir, { recursive: true, force: true });
+      this.setState(vm, 'stopped', `failed to start: ${e.message}`);
+      await this.persist(vm);
+      throw new UserError(`VM "${vm.spec.name}" failed to start: ${e.message}`, 400, 'start-failed');
+    }
+  }
+
+  /** swtpm exits with QEMU (--terminate); one left behind (QEMU killed mid-start) is stopped here. */
+  private async reapSwtpm(vm: Vm): Promise<void> {
+    if (!vm.spec.tpm) return;
+    const pid = await readPidfile(runtimeFiles(this.layout, vm.spec.name).swtpmPidfile);
+    const dir = stateFiles(this.layout, vm.spec.name).tpmState;
+    if (!pid) return;
+    for (let i = 0; i < 50 && (await isSwtpmFor(pid, dir)); i++) await sleep(20);
+    if (await isSwtpmFor(pid, dir)) stopSwtpm(pid);
   }
 
   /** QEMU creates its QMP socket early; retry connecting until then, failing fast if it exits. */
@@ -430,6 +524,66 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     });
   }
 
+  /**
+   * Ejects or inserts a CD-ROM's medium: through QMP while the VM runs, and in the spec either way so
+   * the next start sees the same. `drive` defaults to the first CD-ROM; a stopped VM without one gains
+   * a drive (IDE and SATA cannot be hot-plugged).
+   */
+  media(name: string, change: { path?: string; drive?: number }): Promise<VmInfo> {
+    return this.withLock(name, change.path ? 'insert' : 'eject', async () => {
+      const vm = this.get(name);
+      const live = vm.qmp && vm.state !== 'stopped';
+      const drive = change.drive ?? 0;
+      let cdroms = [...vm.spec.cdroms];
+      if (!cdroms.length && change.path && !live) cdroms = [{ role: 'media' }];
+      if (!cdroms[drive]) {
+        throw new UserError(
+          cdroms.length
+            ? `VM "${name}" has CD-ROM drives 0 to ${cdroms.length - 1}, not ${drive}`
+            : `VM "${name}" has no CD-ROM drive, and one can be added only while it is stopped`,
+        );
+      }
+      cdroms[drive] = { role: cdroms[drive]!.role, ...(change.path ? { path: change.path } : {}) };
+      const { uuid, createdAt, schemaVersion, ...input } = vm.spec;
+      const spec: VmSpec = { ...parseSpecInput({ ...input, cdroms }), uuid, createdAt, schemaVersion };
+      await checkFiles(spec, new Set(spec.disks.map((d) => d.path)));
+      if (live) {
+        const id = `cd${drive}`;
+        if (change.path) {
+          await vm.qmp!.execute('blockdev-change-medium', {
+            id,
+            filename: spec.cdroms[drive]!.path,
+            format: 'raw',
+            'read-only-mode': 'read-only',
+          });
+        } else {
+          await vm.qmp!.execute('eject', { id, force: true });
+        }
+      }
+      vm.spec = spec;
+      await this.store.writeSpec(spec);
+      return this.info(name);
+    });
+  }
+
+  /** The CD-ROM drives and their media: what QEMU has inserted while running, else the spec. */
+  async mediaList(name: string): Promise<{ drives: DriveMedia[] }> {
+    const vm = this.get(name);
+    const drives: DriveMedia[] = vm.spec.cdroms.map((c, drive) => ({
+      drive,
+      role: c.role,
+      ...(c.path ? { path: c.path } : {}),
+    }));
+    if (!vm.qmp || vm.state === 'stopped') return { drives };
+    const blocks = await vm.qmp.execute<{ qdev?: string; inserted?: { file: string } }[]>('query-block');
+    return {
+      drives: drives.map(({ path: _spec, ...d }) => {
+        const inserted = blocks.find((b) => b.qdev === `cd${d.drive}`)?.inserted?.file;
+        return { ...d, ...(inserted ? { path: inserted } : {}), live: true };
+      }),
+    };
+  }
+
   /** The VM's serial console, for any number of viewers. */
   console(name: string): SerialHub {
     const vm = this.running(name, ['running', 'paused', 'stopping']);
@@ -448,9 +602,62 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
   }
 }
 
-/** Every file a spec names must exist before QEMU sees it, so the error names the file. */
-async function checkFiles(spec: VmSpec): Promise<void> {
+const CLOUD_INIT_SEED = 'cloud-init.iso';
+
+/**
+ * What create makes inside the VM's folder: disks given as `{size}` become new qcow2 images
+ * (`disk0.qcow2`, …), and `cloudInit` settings a NoCloud seed ISO. Both leave the spec input.
+ */
+function madeAtCreate(
+  input: unknown,
+  dirOf: (name: string) => string,
+): { input: unknown; newDisks: { file: string; bytes: number }[]; cloudInit?: CloudInit; seed?: string } {
+  if (typeof input !== 'object' || input === null) return { input, newDisks: [] };
+  const { cloudInit, ...rest } = input as { cloudInit?: CloudInit; cdroms?: unknown };
+  const { name, disks } = rest as { name?: unknown; disks?: unknown };
+  if (typeof name !== 'string') return { input: rest, newDisks: [] };
+  let withCloudInit = {};
+  if (cloudInit) {
+    // The seed is attached as a CD-ROM unless the request (a plan) already names it.
+    const seed = path.join(dirOf(name), CLOUD_INIT_SEED);
+    const cdroms = Array.isArray(rest.cdroms) ? (rest.cdroms as { path?: unknown }[]) : [];
+    if (!cdroms.some((c) => c.path === seed)) rest.cdroms = [...cdroms, { path: seed, role: 'cloud-init' }];
+    withCloudInit = { cloudInit, seed };
+  }
+  if (!Array.isArray(disks)) return { input: rest, newDisks: [], ...withCloudInit };
+  const newDisks: { file: string; bytes: number }[] = [];
+  const mapped = disks.map((d: unknown, i) => {
+    if (typeof d !== 'object' || d === null || !('size' in d) || 'path' in d) return d;
+    const { size, ...rest } = d as { size: unknown };
+    let bytes: number;
+    try {
+      bytes = parseSize(size as string);
+    } catch (e) {
+      if (e instanceof SizeError) throw new UserError(`disks[${i}].size: ${e.message}`);
+      throw e;
+    }
+    const file = path.join(dirOf(name), `disk${i}.qcow2`);
+    newDisks.push({ file, bytes });
+    return { ...rest, path: file, format: 'qcow2' };
+  });
+  return { input: { ...rest, disks: mapped }, newDisks, ...withCloudInit };
+}
+
+const asUserError = (e: unknown): never => {
+  if (e instanceof SwtpmError) throw new UserError(e.message);
+  throw e;
+};
+
+/** Every file a spec names must exist before QEMU sees it (or be made by create), so the error names the file. */
+async function checkFiles(spec: VmSpec, toBeMade = new Set<string>()): Promise<void> {
   const files: [string, string, number][] = [];
+  if (spec.firmware.type === 'uefi') {
+    files.push(['firmware.code', spec.firmware.code, constants.R_OK]);
+    files.push(['firmware.varsTemplate', spec.firmware.varsTemplate, constants.R_OK]);
+  }
+  spec.cdroms.forEach((c, i) => {
+    if (c.path) files.push([`cdroms[${i}].path`, c.path, constants.R_OK]);
+  });
   if (spec.boot) {
     files.push(['boot.kernel', spec.boot.kernel, constants.R_OK]);
     if (spec.boot.initrd) files.push(['boot.initrd', spec.boot.initrd, constants.R_OK]);
@@ -458,7 +665,7 @@ async function checkFiles(spec: VmSpec): Promise<void> {
   spec.disks.forEach((d, i) =>
     files.push([`disks[${i}].path`, d.path, d.readOnly ? constants.R_OK : constants.R_OK | constants.W_OK]),
   );
-  for (const [where, file, mode] of files) {
+  for (const [where, file, mode] of files.filter(([, f]) => !toBeMade.has(f))) {
     try {
       await access(file, mode);
     } catch {

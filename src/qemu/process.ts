@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { openSync, closeSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 
-/** Starts QEMU in its own session (setsid) so it outlives the daemon; output goes to a log file. */
+/** Starts a VM process (QEMU, swtpm) in its own session (setsid) so it outlives the daemon; output goes to a log file. */
 export function spawnDetached(binary: string, args: string[], logFile: string): number {
   const log = openSync(logFile, 'a', 0o640);
   try {
@@ -23,12 +23,18 @@ export function spawnDetached(binary: string, args: string[], logFile: string): 
  * reuse; a zombie has an empty cmdline and so counts as gone.
  */
 export async function isQemuFor(pid: number, uuid: string): Promise<boolean> {
+  const argv = await argvOf(pid);
+  const at = argv?.indexOf('-uuid') ?? -1;
+  return at >= 0 && argv![at + 1] === uuid;
+}
+
+/** A live process's argv; undefined when it is gone or a zombie (empty cmdline). */
+export async function argvOf(pid: number): Promise<string[] | undefined> {
   try {
-    const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
-    const at = argv.indexOf('-uuid');
-    return at >= 0 && argv[at + 1] === uuid;
+    const text = await readFile(`/proc/${pid}/cmdline`, 'utf8');
+    return text ? text.split('\0') : undefined;
   } catch {
-    return false;
+    return undefined;
   }
 }
 

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, inject } from 'vitest';
 import type { VmInfo } from '../../src/daemon/vms.js';
 import { isQemuFor, readPidfile } from '../../src/qemu/process.js';
+import { isSwtpmFor } from '../../src/qemu/swtpm.js';
 
 export const root = path.resolve(import.meta.dirname, '../..');
 const bundle = path.join(root, 'dist/phyllome.mjs');
@@ -106,6 +107,14 @@ export async function waitFor<T>(
   }
 }
 
+/** Stops the test home's daemon (SIGTERM: VMs keep running); the next CLI call starts a new one with h.env. */
+export async function stopDaemon(h: TestHome): Promise<void> {
+  const pid = await daemonPid(h);
+  if (!pid || !alive(pid)) return;
+  process.kill(pid, 'SIGTERM');
+  await waitFor('the daemon to exit', () => !alive(pid) || undefined, 15_000);
+}
+
 /** A `phyllome console` session whose output is collected. */
 export class ConsoleSession {
   output = '';
@@ -143,6 +152,10 @@ export async function destroyHome(h: TestHome): Promise<void> {
       await readFile(path.join(h.home, 'vms', name, 'vm.json'), 'utf8').catch(() => '{}'),
     ) as { uuid?: string };
     if (qemuPid && spec.uuid && (await isQemuFor(qemuPid, spec.uuid))) process.kill(qemuPid, 'SIGKILL');
+    const swtpmPid = await readPidfile(path.join(vmsRun, name, 'swtpm.pid'));
+    if (swtpmPid && (await isSwtpmFor(swtpmPid, path.join(h.home, 'vms', name, 'tpm')))) {
+      process.kill(swtpmPid, 'SIGKILL');
+    }
   }
   await rm(h.dir, { recursive: true, force: true });
 }

@@ -1,0 +1,148 @@
+import { randomBytes } from 'node:crypto';
+import { access } from 'node:fs/promises';
+import path from 'node:path';
+import type { AccelDecision } from '../host/accel.js';
+import { FIRMWARE_DIRS, FirmwareError, readFirmwareDescriptors } from '../host/firmware.js';
+import type { QemuInfo } from '../host/qemu-binary.js';
+import { introspectQemu, type QemuFeatures } from '../host/qemu-features.js';
+import { readHost } from '../host/report.js';
+import { planGraphics, type Intent } from '../guest/graphics-plan.js';
+import { identifyIso, IsoError } from '../guest/iso.js';
+import { loadOsDb, OsInfoError, resolveOs, searchOs, type OsDb, type OsEntry } from '../guest/osinfo.js';
+import { guestFamily, planGuest, PlanError, type GuestPlan, type Overrides } from '../guest/plan.js';
+import type { VmSpecInput } from '../spec/schema.js';
+import { UserError } from './errors.js';
+
+export interface PlanBody {
+  name: string;
+  os?: string;
+  iso?: string;
+  intent?: Intent;
+  disks?: { path: string; readOnly?: boolean }[];
+  boot?: VmSpecInput['boot'];
+  /** Set when the create request carries cloud-init settings: the seed lands at this path. */
+  cloudInitSeed?: string;
+  overrides?: Overrides;
+}
+
+export interface PlanAnswer extends GuestPlan {
+  os: { shortId: string; name: string; note?: string; identifiedFrom?: string };
+}
+
+/** Where Fedora's virtio-win package puts the driver ISO; Debian has no package for it. */
+const VIRTIO_WIN = '/usr/share/virtio-win/virtio-win.iso';
+
+const exists = (p: string) =>
+  access(p).then(
+    () => true,
+    () => false,
+  );
+
+/** A locally administered MAC in QEMU's 52:54:00 range. */
+export const randomMac = (): string =>
+  ['52', '54', '00', ...[...randomBytes(3)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
+
+/** Gathers what the planner needs from this host (cached for the daemon's run) and runs it. */
+export class GuestPlanner {
+  private osdb?: Promise<OsDb>;
+  private features?: Promise<QemuFeatures>;
+
+  constructor(
+    private readonly qemu: QemuInfo,
+    private readonly accel: Promise<AccelDecision>,
+    private readonly env: NodeJS.ProcessEnv = process.env,
+  ) {}
+
+  private db(): Promise<OsDb> {
+    const db = this.osdb ?? loadOsDb(this.env.PHYLLOME_OSINFO_DIR || undefined);
+    if (!this.osdb) {
+      // osinfo-db may be installed while the daemon runs: do not cache a failure.
+      db.catch(() => (this.osdb = undefined));
+      this.osdb = db;
+    }
+    return db;
+  }
+
+  async listOs(search?: string): Promise<{ version: string; entries: OsEntry[] }> {
+    const db = await this.db().catch(userError);
+    return { version: db.version, entries: searchOs(db, search) };
+  }
+
+  async plan(body: PlanBody): Promise<PlanAnswer> {
+    const db = await this.db().catch(userError);
+    let os: OsEntry;
+    let note: string | undefined;
+    let identifiedFrom: string | undefined;
+    if (body.iso && !path.isAbsolute(body.iso)) throw new UserError('iso must be an absolute path');
+    if (body.iso && !(await exists(body.iso))) {
+      throw new UserError(`iso: ${body.iso} does not exist or is not readable: check the path`);
+    }
+    if (body.os) {
+      ({ entry: os, note } = await Promise.resolve()
+        .then(() => resolveOs(db, body.os!))
+        .catch(userError));
+    } else if (body.iso) {
+      const found = await identifyIso(db, body.iso).catch(userError);
+      os = found.match.entry;
+      identifiedFrom = `volume id "${found.identity.volumeId}"`;
+    } else {
+      throw new UserError(
+        'name an OS with --os ID (see "phyllome os list") or give its installer with --iso PATH',
+      );
+    }
+    const intent = body.intent ?? 'desktop';
+    const firmwareDirs = this.env.PHYLLOME_FIRMWARE_DIRS?.split(':') ?? FIRMWARE_DIRS;
+    const virtioWin = this.env.PHYLLOME_VIRTIO_WIN ?? VIRTIO_WIN;
+    const [report, features, accel, firmware, hasVirtioWin] = await Promise.all([
+      readHost('/'),
+      (this.features ??= introspectQemu(this.qemu.binary)),
+      this.accel,
+      readFirmwareDescriptors(firmwareDirs),
+      exists(virtioWin),
+    ]);
+    let plan: GuestPlan;
+    try {
+      plan = planGuest(
+        {
+          name: body.name,
+          os,
+          intent,
+          ...(body.iso ? { iso: body.iso } : {}),
+          ...(body.disks ? { disks: body.disks } : {}),
+          ...(body.boot ? { boot: body.boot } : {}),
+          ...(body.cloudInitSeed ? { cloudInitSeed: body.cloudInitSeed } : {}),
+          mac: randomMac(),
+          ...(body.overrides ? { overrides: body.overrides } : {}),
+        },
+        {
+          accel: accel.accel,
+          graphics: planGraphics(report, features, guestFamily(os), intent),
+          firmware,
+          ...(hasVirtioWin ? { virtioWin } : {}),
+          memoryBytes: report.memoryBytes,
+          cpus: report.cpu.cpus,
+        },
+      );
+    } catch (e) {
+      if (e instanceof FirmwareError || e instanceof PlanError) {
+        const searched = firmwareDirs === FIRMWARE_DIRS ? '' : ` (searched ${firmwareDirs.join(', ')})`;
+        throw new UserError(`${(e as Error).message}${searched}`);
+      }
+      throw e;
+    }
+    return {
+      ...plan,
+      os: {
+        shortId: os.shortId,
+        name: os.name,
+        ...(note ? { note } : {}),
+        ...(identifiedFrom ? { identifiedFrom } : {}),
+      },
+    };
+  }
+}
+
+function userError(e: unknown): never {
+  if (e instanceof OsInfoError || e instanceof IsoError) throw new UserError(e.message);
+  throw e;
+}

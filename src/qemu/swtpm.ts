@@ -1,0 +1,103 @@
+import { access, mkdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { argvOf, spawnDetached } from './process.js';
+
+export class SwtpmError extends Error {}
+
+export const SWTPM_INSTALL_HINT =
+  'apt-get install swtpm swtpm-tools (Debian) or dnf install swtpm swtpm-tools (Fedora)';
+
+export interface SwtpmFiles {
+  /** The TPM's persistent state (keys, NV): lives in the VM's folder and survives restarts. */
+  stateDir: string;
+  socket: string;
+  pidfile: string;
+  log: string;
+}
+
+/** swtpm splits its options on `,` with no escape: a path holding one would be misread, so refuse it. */
+function plain(p: string): string {
+  if (p.includes(',')) {
+    throw new SwtpmError(
+      `swtpm cannot take a path with a comma (${p}): use a PHYLLOME_HOME and runtime folder without one`,
+    );
+  }
+  return p;
+}
+
+/** Pure: swtpm's arguments. `--terminate` makes it exit when QEMU closes the control channel. */
+export function swtpmArgs(f: SwtpmFiles): string[] {
+  return [
+    'socket',
+    '--tpm2',
+    '--tpmstate',
+    `dir=${plain(f.stateDir)},mode=0600`,
+    '--ctrl',
+    `type=unixio,path=${plain(f.socket)},mode=0600`,
+    '--pid',
+    `file=${plain(f.pidfile)}`,
+    '--terminate',
+    '--log',
+    'level=1',
+  ];
+}
+
+/** The swtpm binary: PHYLLOME_SWTPM, else the first `swtpm` on PATH. */
+export async function findSwtpm(env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  const candidates = env.PHYLLOME_SWTPM
+    ? [env.PHYLLOME_SWTPM]
+    : (env.PATH ?? '/usr/bin:/bin').split(':').map((d) => path.join(d, 'swtpm'));
+  for (const c of candidates) {
+    try {
+      await access(c);
+      return c;
+    } catch {
+      /* next */
+    }
+  }
+  throw new SwtpmError(`this VM has a TPM, but swtpm is not installed: ${SWTPM_INSTALL_HINT}`);
+}
+
+export const isSwtpmFor = async (pid: number, stateDir: string): Promise<boolean> =>
+  (await argvOf(pid))?.includes(`dir=${stateDir},mode=0600`) ?? false;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const tail = async (file: string) =>
+  (await readFile(file, 'utf8').catch(() => '')).trim().split('\n').slice(-3).join(' / ');
+
+/**
+ * Starts swtpm detached (it outlives a daemon restart along with its QEMU) and waits, bounded, for its
+ * control socket. An swtpm that exits first fails the start with its own words.
+ */
+export async function startSwtpm(binary: string, f: SwtpmFiles, timeoutMs = 5000): Promise<number> {
+  await mkdir(f.stateDir, { recursive: true, mode: 0o700 });
+  const pid = spawnDetached(binary, swtpmArgs(f), f.log);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const up = await access(f.socket).then(
+      () => true,
+      () => false,
+    );
+    if (up) return pid;
+    if (!(await isSwtpmFor(pid, f.stateDir))) {
+      throw new SwtpmError(`swtpm exited at start: ${(await tail(f.log)) || 'no message'}; see ${f.log}`);
+    }
+    if (Date.now() > deadline) {
+      stopSwtpm(pid);
+      throw new SwtpmError(`swtpm did not open its socket within ${timeoutMs} ms; see ${f.log}`);
+    }
+    await sleep(20);
+  }
+}
+
+/** Only for a pid just checked with isSwtpmFor, or one we spawned moments ago. */
+export function stopSwtpm(pid: number): void {
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    /* gone */
+  }
+}
+
+export const swtpmLogTail = tail;
