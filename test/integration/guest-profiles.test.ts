@@ -7,6 +7,7 @@ import { readPidfile } from '../../src/qemu/process.js';
 import { isSwtpmFor } from '../../src/qemu/swtpm.js';
 import {
   cli,
+  findProcesses,
   guest,
   json,
   ok,
@@ -125,6 +126,45 @@ describe('guest profiles', () => {
     expect(await isSwtpmFor(second, tpmDir)).toBe(true);
     expect((await stat(state)).size).toBeGreaterThan(1000);
     await ok(h, ['stop', 'w11', '--force']);
+  });
+
+  it('fails the start clearly, leaving nothing running, when swtpm dies', async () => {
+    const h = home();
+    const g = guest();
+    await ok(h, [
+      'create',
+      't',
+      '--kernel',
+      g.kernel,
+      '--initrd',
+      g.initrd,
+      '--append',
+      g.append,
+      '-m',
+      '256M',
+      '--tpm',
+    ]);
+    // A TPM state that libtpms cannot read: swtpm fails as QEMU initialises it.
+    const tpmDir = path.join(h.home, 'vms', 't', 'tpm');
+    await mkdir(tpmDir, { recursive: true });
+    await writeFile(path.join(tpmDir, 'tpm2-00.permall'), 'not a TPM state\n');
+    const r = await cli(h, ['start', 't']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/failed to start: .*tpm-emulator.*\(swtpm: .*Could not initialize/);
+    const vm = await json<Vm>(h, ['status', 't']);
+    expect(vm.state).toBe('stopped');
+    // Neither QEMU nor swtpm is left behind, and the runtime folder is gone.
+    expect(await readdir(path.join(h.run, 'vms')).catch(() => [])).toEqual([]);
+    const left = await findProcesses((argv) => argv.some((a) => a.includes(h.dir)));
+    expect(left).toEqual([]);
+
+    // An swtpm that exits at once (here: /bin/false) is reported as such.
+    await stopDaemon(h);
+    h.env = { ...h.env, PHYLLOME_SWTPM: '/bin/false' };
+    const quit = await cli(h, ['start', 't']);
+    expect(quit.code).toBe(1);
+    expect(quit.stderr).toMatch(/failed to start: swtpm exited at start/);
+    expect((await json<Vm>(h, ['status', 't'])).state).toBe('stopped');
   });
 
   it('identifies Windows 11, Fedora and Debian installers from their volume descriptors', async () => {
