@@ -85,6 +85,7 @@ program
     'attach a disk image, or make a new one of this size (64G); repeatable',
     parseDisk,
   )
+  .option('--no-encrypt', 'make new disks without encryption (they are LUKS-encrypted by default)')
   .option('--kernel <file>', 'boot this Linux kernel directly')
   .option('--initrd <file>', 'initramfs for --kernel')
   .option('--append <cmdline>', 'kernel command line for --kernel')
@@ -212,6 +213,11 @@ program
         throw new Error('UEFI firmware is picked by the planner: add --os ID (or --iso) to use --firmware');
       }
     }
+    if (o.encrypt === false && Array.isArray(spec.disks)) {
+      spec.disks = (spec.disks as Record<string, unknown>[]).map((d) =>
+        'size' in d ? { ...d, encrypt: false } : d,
+      );
+    }
     const body = { ...spec, ...(cloudInit ? { cloudInit } : {}) };
     if (o.dryRun) {
       await print(o.json as boolean, plan ? { ...plan, spec } : { spec }, async () =>
@@ -226,6 +232,43 @@ program
         `Created VM "${vm.name}". Start it with: phyllome start ${vm.name}`,
       ].join('\n'),
     );
+  });
+
+/** The passphrase from a file, the terminal (hidden) or standard input; never from argv. */
+async function readPassphrase(file?: string): Promise<string> {
+  const { readFile } = await import('node:fs/promises');
+  if (file) return (await readFile(file, 'utf8')).replace(/\r?\n$/, '');
+  if (process.stdin.isTTY) {
+    const { password, isCancel } = await import('@clack/prompts');
+    const value = await password({ message: 'Keystore passphrase' });
+    if (isCancel(value)) throw new Error('cancelled');
+    return value;
+  }
+  let text = '';
+  for await (const chunk of process.stdin) text += String(chunk);
+  return text.replace(/\r?\n$/, '');
+}
+
+program
+  .command('unlock')
+  .description('unlock the disk keystore (the first unlock creates it with this passphrase)')
+  .option('--passphrase-file <file>', 'read the passphrase from this file instead of the terminal')
+  .addOption(jsonOption)
+  .action(async (o: { passphraseFile?: string; json?: boolean }) => {
+    const passphrase = await readPassphrase(o.passphraseFile);
+    const r = await client.call<{ state: string }>('POST', '/v1/keystore/unlock', { passphrase });
+    await print(o.json, r, () =>
+      r.state === 'created' ? 'Created the keystore; it is unlocked.' : 'The keystore is unlocked.',
+    );
+  });
+
+program
+  .command('lock')
+  .description('lock the disk keystore: running VMs keep running, encrypted ones cannot start')
+  .addOption(jsonOption)
+  .action(async (o: { json?: boolean }) => {
+    const r = await client.call<{ state: string }>('POST', '/v1/keystore/lock');
+    await print(o.json, r, () => 'The keystore is locked.');
   });
 
 program

@@ -13,7 +13,7 @@ import {
   absPath,
   bootSpec,
   diskBus,
-  diskSpec,
+  diskFields,
   SpecError,
   vmSpec,
   vmSpecInputFields,
@@ -22,7 +22,7 @@ import type { GuestPlanner } from './planning.js';
 import { BusyError } from './lock.js';
 import { UserError } from './errors.js';
 import type { SerialHub } from './serial.js';
-import type { VmManager } from './vms.js';
+import { keystoreError, type VmManager } from './vms.js';
 import type { AccelDecision } from '../host/accel.js';
 import type { QemuInfo } from '../host/qemu-binary.js';
 import { VERSION } from '../version.js';
@@ -64,8 +64,12 @@ const createBody = vmSpecInputFields.extend({
   disks: z
     .array(
       z.union([
-        diskSpec.partial({ format: true }),
-        z.strictObject({ size: z.union([z.string(), z.number()]), bus: diskBus.optional() }),
+        diskFields.partial({ format: true }),
+        z.strictObject({
+          size: z.union([z.string(), z.number()]),
+          bus: diskBus.optional(),
+          encrypt: z.boolean().optional().describe('LUKS-encrypted with the VM key (default true)'),
+        }),
       ]),
     )
     .max(16)
@@ -281,6 +285,44 @@ export async function buildApi(deps: ApiDeps) {
         ...body,
         ...(cloudInit ? { cloudInitSeed: manager.cloudInitSeed(body.name) } : {}),
       });
+    },
+  );
+
+  const keystoreState = z.object({ state: z.enum(['absent', 'locked', 'unlocked', 'created']) });
+  api.get(
+    '/v1/keystore',
+    {
+      schema: {
+        summary: 'Whether the disk keystore exists and is unlocked',
+        response: { 200: keystoreState },
+      },
+    },
+    async () => ({ state: await manager.keystoreState() }),
+  );
+  api.post(
+    '/v1/keystore/unlock',
+    {
+      schema: {
+        summary: 'Unlock the keystore with the administrator passphrase (creates it on first use)',
+        body: z.strictObject({ passphrase: z.string().min(1) }),
+        response: { 200: keystoreState, ...errors },
+      },
+    },
+    async (request) => ({
+      state: await manager.keystore.unlock(request.body.passphrase).catch(keystoreError),
+    }),
+  );
+  api.post(
+    '/v1/keystore/lock',
+    {
+      schema: {
+        summary: 'Forget the key-encryption key: VMs already running keep running',
+        response: { 200: keystoreState },
+      },
+    },
+    async () => {
+      manager.keystore.lock();
+      return { state: await manager.keystoreState() };
     },
   );
 

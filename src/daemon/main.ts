@@ -4,7 +4,8 @@ import type { Server } from 'node:http';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import path from 'node:path';
-import pino from 'pino';
+import pino, { type Logger } from 'pino';
+import { Keystore } from '../storage/keystore.js';
 import { decideAccel } from '../host/accel.js';
 import { inspectQemu } from '../host/qemu-binary.js';
 import { buildApi } from './api.js';
@@ -57,6 +58,18 @@ async function loadToken(file: string): Promise<string> {
   }
 }
 
+/** For services: PHYLLOME_PASSPHRASE_FILE unlocks the keystore at start. A wrong one leaves it locked. */
+async function unlockFromFile(keystore: Keystore, logger: Logger): Promise<void> {
+  const file = process.env.PHYLLOME_PASSPHRASE_FILE;
+  if (!file) return;
+  try {
+    const passphrase = (await readFile(file, 'utf8')).replace(/\r?\n$/, '');
+    logger.info(`keystore ${await keystore.unlock(passphrase)} from PHYLLOME_PASSPHRASE_FILE`);
+  } catch (e) {
+    logger.error({ err: (e as Error).message }, 'cannot unlock the keystore from PHYLLOME_PASSPHRASE_FILE');
+  }
+}
+
 /** phyllomed: serve the API until SIGTERM/SIGINT; VMs keep running when it exits. */
 export async function runDaemon(options: DaemonOptions = {}): Promise<void> {
   const layout = resolveLayout();
@@ -74,7 +87,9 @@ export async function runDaemon(options: DaemonOptions = {}): Promise<void> {
   void accel.then((d) =>
     d.warning ? logger.warn(d.warning) : logger.info('KVM works: VMs use hardware acceleration'),
   );
-  const manager = new VmManager(layout, { qemu, accel }, logger);
+  const keystore = new Keystore(path.join(layout.home, 'keystore.json'));
+  await unlockFromFile(keystore, logger);
+  const manager = new VmManager(layout, { qemu, accel }, logger, keystore);
   await manager.load();
 
   let token: string | undefined;

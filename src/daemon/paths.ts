@@ -53,6 +53,7 @@ export function runtimeFiles(
     pidfile: path.join(dir, 'qemu.pid'),
     vnc: path.join(dir, 'vnc.sock'),
     tpm: path.join(dir, 'swtpm.sock'),
+    key: path.join(dir, 'key'),
     swtpmPidfile: path.join(dir, 'swtpm.pid'),
     // Logs outlive the runtime folder so a crash can be read after cleanup.
     serialLog: path.join(vmDir(layout, name), 'serial.log'),

@@ -1,15 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { constants } from 'node:fs';
-import { access, mkdir, readFile, rm } from 'node:fs/promises';
+import { access, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { AccelDecision } from '../host/accel.js';
 import type { QemuInfo } from '../host/qemu-binary.js';
-import { buildQemuArgs } from '../qemu/cmdline.js';
+import { buildQemuArgs, needsKey } from '../qemu/cmdline.js';
+import { Keystore, KeystoreError } from '../storage/keystore.js';
 import { QmpClient, type QmpEvent } from '../qemu/qmp.js';
 import { isQemuFor, killQemu, readPidfile, spawnDetached, waitGone } from '../qemu/process.js';
-import { parseSpecInput, SCHEMA_VERSION, type VmSpec } from '../spec/schema.js';
+import { diskId, parseSpecInput, SCHEMA_VERSION, type VmSpec } from '../spec/schema.js';
 import { parseSize, SizeError } from '../spec/size.js';
 import { createQcow2, QemuImgError, rawToQcow2 } from '../storage/qemu-img.js';
 import { SeedIsoError, writeSeedIso } from '../storage/seed-iso.js';
@@ -87,6 +88,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     readonly layout: Layout,
     readonly host: HostFacts,
     private readonly log: Logger,
+    readonly keystore: Keystore,
   ) {
     super();
     this.store = new StateStore(layout);
@@ -291,15 +293,26 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
       }
       const spec: VmSpec = {
         ...parsed,
+        // Every disk gets a stable id (its QEMU node name) for live operations and snapshots.
+        disks: parsed.disks.map((d, i) => ({ ...d, id: diskId(d, i) })),
         schemaVersion: SCHEMA_VERSION,
         uuid: randomUUID(),
         createdAt: new Date().toISOString(),
       };
       await checkFiles(spec, new Set([...newDisks.map((d) => d.file), ...(seed ? [seed] : [])]));
       if (spec.tpm) await findSwtpm().catch(asUserError);
+      if (needsKey(spec) && !newDisks.some((d) => d.encrypted)) {
+        throw new UserError(
+          'an existing encrypted disk cannot be attached at create: its key is not in the keystore',
+        );
+      }
+      const key = needsKey(spec) ? await this.keystore.newKey(spec.uuid).catch(keystoreError) : undefined;
       // Made under the staging folder, the files land at their final paths with its rename.
       const makeFiles = async (staging: string) => {
-        for (const d of newDisks) await createQcow2(path.join(staging, path.basename(d.file)), d.bytes);
+        for (const d of newDisks) {
+          const file = path.join(staging, path.basename(d.file));
+          await createQcow2(d.encrypted ? { file, key: key! } : { file }, d.bytes);
+        }
         if (cloudInit) {
           await writeSeedIso(path.join(staging, CLOUD_INIT_SEED), cloudInitFiles(cloudInit, spec.uuid));
         }
@@ -308,19 +321,34 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
           await rawToQcow2(spec.firmware.varsTemplate, path.join(staging, path.basename(nvram)));
         }
       };
-      await this.store.create(spec, async (staging) => {
-        try {
-          await makeFiles(staging);
-        } catch (e) {
-          // A missing tool or a failed qemu-img is the user's to fix; the staging folder is removed.
-          if (e instanceof QemuImgError || e instanceof SeedIsoError) throw new UserError(e.message);
-          throw e;
-        }
-      });
+      try {
+        await this.store.create(spec, async (staging) => {
+          try {
+            await makeFiles(staging);
+          } catch (e) {
+            // A missing tool or a failed qemu-img is the user's to fix; the staging folder is removed.
+            if (e instanceof QemuImgError || e instanceof SeedIsoError) throw new UserError(e.message);
+            throw e;
+          }
+        });
+      } catch (e) {
+        if (key) await this.keystore.removeKey(spec.uuid);
+        throw e;
+      }
       this.vms.set(spec.name, { spec, state: 'stopped' });
       this.emitEvent({ type: 'created', vm: spec.name });
       return this.info(spec.name);
     });
+  }
+
+  async keystoreState(): Promise<'absent' | 'locked' | 'unlocked'> {
+    if (this.keystore.unlocked) return 'unlocked';
+    return (await access(this.keystore.file).then(
+      () => true,
+      () => false,
+    ))
+      ? 'locked'
+      : 'absent';
   }
 
   /** Where create puts a VM's cloud-init seed, so a plan can name it beforehand. */
@@ -353,14 +381,18 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     const state = stateFiles(this.layout, spec.name);
     const args = buildQemuArgs({ spec, files, state, accel: decision.accel, caps: this.host.qemu.caps });
     await Promise.all([rm(files.qemuLog, { force: true }), rm(files.serialLog, { force: true })]);
+    const key = needsKey(spec) ? await this.keystore.keyFor(spec.uuid).catch(keystoreError) : undefined;
     const swtpm = spec.tpm ? await this.startTpm(vm) : undefined;
     this.setState(vm, 'starting');
+    if (key) await writeFile(files.key, key, { mode: 0o600, flag: 'wx' });
     const pid = spawnDetached(this.host.qemu.binary, args, files.qemuLog);
     this.log.info({ vm: spec.name, pid, accel: decision.accel }, 'started QEMU');
     let qmp: QmpClient | undefined;
     let serial: SerialHub;
     try {
       qmp = await this.connectWhileAlive(files.qmp, pid, spec.uuid);
+      // QMP answers only after QEMU has read every -object: the key file can go.
+      await rm(files.key, { force: true });
       serial = await SerialHub.connect(files.serial, files.serialLog);
     } catch (e) {
       qmp?.close();
@@ -519,6 +551,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
         await this.halt(vm, { force: true });
       }
       await this.store.delete(name);
+      await this.keystore.removeKey(vm.spec.uuid);
       this.vms.delete(name);
       this.emitEvent({ type: 'deleted', vm: name });
     });
@@ -604,6 +637,12 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
 
 const CLOUD_INIT_SEED = 'cloud-init.iso';
 
+interface NewDisk {
+  file: string;
+  bytes: number;
+  encrypted: boolean;
+}
+
 /**
  * What create makes inside the VM's folder: disks given as `{size}` become new qcow2 images
  * (`disk0.qcow2`, …), and `cloudInit` settings a NoCloud seed ISO. Both leave the spec input.
@@ -611,7 +650,7 @@ const CLOUD_INIT_SEED = 'cloud-init.iso';
 function madeAtCreate(
   input: unknown,
   dirOf: (name: string) => string,
-): { input: unknown; newDisks: { file: string; bytes: number }[]; cloudInit?: CloudInit; seed?: string } {
+): { input: unknown; newDisks: NewDisk[]; cloudInit?: CloudInit; seed?: string } {
   if (typeof input !== 'object' || input === null) return { input, newDisks: [] };
   const { cloudInit, ...rest } = input as { cloudInit?: CloudInit; cdroms?: unknown };
   const { name, disks } = rest as { name?: unknown; disks?: unknown };
@@ -625,10 +664,11 @@ function madeAtCreate(
     withCloudInit = { cloudInit, seed };
   }
   if (!Array.isArray(disks)) return { input: rest, newDisks: [], ...withCloudInit };
-  const newDisks: { file: string; bytes: number }[] = [];
+  const newDisks: NewDisk[] = [];
   const mapped = disks.map((d: unknown, i) => {
     if (typeof d !== 'object' || d === null || !('size' in d) || 'path' in d) return d;
-    const { size, ...rest } = d as { size: unknown };
+    // New disks are encrypted unless asked otherwise.
+    const { size, encrypt = true, ...rest } = d as { size: unknown; encrypt?: boolean };
     let bytes: number;
     try {
       bytes = parseSize(size as string);
@@ -637,11 +677,19 @@ function madeAtCreate(
       throw e;
     }
     const file = path.join(dirOf(name), `disk${i}.qcow2`);
-    newDisks.push({ file, bytes });
-    return { ...rest, path: file, format: 'qcow2' };
+    newDisks.push({ file, bytes, encrypted: encrypt });
+    return { ...rest, id: `disk${i}`, path: file, format: 'qcow2', encrypted: encrypt };
   });
   return { input: { ...rest, disks: mapped }, newDisks, ...withCloudInit };
 }
+
+/** Keystore refusals are the user's to fix: locked (423, unlock it) or a missing key. */
+export const keystoreError = (e: unknown): never => {
+  if (e instanceof KeystoreError) {
+    throw new UserError(e.message, e.reason === 'locked' ? 423 : 400, e.reason);
+  }
+  throw e;
+};
 
 const asUserError = (e: unknown): never => {
   if (e instanceof SwtpmError) throw new UserError(e.message);

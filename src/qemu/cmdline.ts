@@ -1,4 +1,4 @@
-import { memoryBytes, type CdromSpec, type DiskSpec, type VmSpec } from '../spec/schema.js';
+import { diskId, memoryBytes, type CdromSpec, type DiskSpec, type VmSpec } from '../spec/schema.js';
 import { escapeOptValue, opts } from './opts.js';
 
 export type Accel = 'kvm' | 'tcg';
@@ -12,6 +12,8 @@ export interface RuntimeFiles {
   vnc: string;
   /** swtpm's control socket. */
   tpm: string;
+  /** The VM's disk key (0600), present only while QEMU starts. */
+  key: string;
 }
 
 /** Per-VM state files QEMU opens, kept in the VM's folder. */
@@ -210,22 +212,45 @@ const cdrom = (spec: VmSpec, cd: CdromSpec, index: number): string[] => [
   }),
 ];
 
+export const KEY_SECRET = 'vmkey';
+
 const disk = (spec: VmSpec, d: DiskSpec, index: number): string[] => {
   const bootindex = spec.cdroms.length + index + 1;
   const ata = spec.disks.slice(0, index).filter((x) => x.bus !== 'virtio').length;
+  const node = diskId(d, index);
   return [
-    ...blockdev(`disk${index}`, d.path, d.format, d.readOnly),
+    ...blockdev(
+      node,
+      d.path,
+      d.format,
+      d.readOnly,
+      d.encrypted ? { 'encrypt.format': 'luks', 'encrypt.key-secret': KEY_SECRET } : {},
+    ),
     '-device',
     d.bus === 'virtio'
-      ? opts('virtio-blk-pci', { drive: `disk${index}`, id: `disk${index}-dev`, bootindex })
-      : opts('ide-hd', {
-          ...ataPort(spec.machine, ata),
-          drive: `disk${index}`,
-          id: `disk${index}-dev`,
-          bootindex,
-        }),
+      ? opts('virtio-blk-pci', { drive: node, id: `${node}-dev`, bootindex })
+      : opts('ide-hd', { ...ataPort(spec.machine, ata), drive: node, id: `${node}-dev`, bootindex }),
   ];
 };
+
+/** Whether the VM needs its key from the keystore to start. */
+export const needsKey = (spec: VmSpec): boolean => spec.disks.some((d) => d.encrypted);
+
+/** Empty PCIe root ports on q35: devices on the root bus cannot be hot-plugged, these can. */
+export const HOTPLUG_PORTS = 4;
+export const hotplugPort = (n: number) => `hotplug${n}`;
+
+const hotplug = ({ spec }: LaunchPlan): string[] =>
+  spec.machine === 'q35'
+    ? Array.from({ length: HOTPLUG_PORTS }, (_, n) => [
+        '-device',
+        opts('pcie-root-port', { id: hotplugPort(n), chassis: 20 + n, bus: 'pcie.0' }),
+      ]).flat()
+    : [];
+
+/** QEMU reads the key file while it starts; the daemon removes it once QMP answers. */
+const secrets = ({ spec, files }: LaunchPlan): string[] =>
+  needsKey(spec) ? ['-object', opts('secret', { id: KEY_SECRET, file: files.key, format: 'raw' })] : [];
 
 const storage = ({ spec }: LaunchPlan): string[] => [
   ...spec.cdroms.flatMap((cd, i) => cdrom(spec, cd, i)),
@@ -288,6 +313,7 @@ const extras = ({ spec }: LaunchPlan): string[] => [
 export function buildQemuArgs(plan: LaunchPlan): string[] {
   return [
     base,
+    secrets,
     firmware,
     graphics,
     sandbox,
@@ -300,5 +326,6 @@ export function buildQemuArgs(plan: LaunchPlan): string[] {
     input,
     sound,
     extras,
+    hotplug,
   ].flatMap((part) => part(plan));
 }

@@ -40,11 +40,23 @@ export const vmName = z.string().superRefine((n, ctx) => {
 /** virtio-blk needs a driver in the guest (Linux has one; Windows gets it from virtio-win); SATA (AHCI on q35) and IDE (on pc) work everywhere. */
 export const diskBus = z.enum(['virtio', 'sata', 'ide']);
 
-export const diskSpec = z.strictObject({
+export const diskFields = z.strictObject({
+  /** The disk's QEMU node name: stable across removals, so live operations find it. */
+  id: z
+    .string()
+    .regex(/^disk[0-9]{1,3}$/, 'must be disk0, disk1, …')
+    .optional(),
   path: absPath,
   format: z.enum(['raw', 'qcow2']),
   readOnly: z.boolean().default(false),
   bus: diskBus.default('virtio'),
+  /** qcow2 with LUKS: its key is the VM's, kept wrapped in the host keystore. */
+  encrypted: z.boolean().default(false),
+});
+
+export const diskSpec = diskFields.refine((d) => !d.encrypted || d.format === 'qcow2', {
+  message: 'only qcow2 disks can be encrypted',
+  path: ['encrypted'],
 });
 
 /** A CD-ROM drive; without a path its tray is empty (media can be inserted while running). */
@@ -144,6 +156,12 @@ const ATA_PORTS = { q35: 6, pc: 4 } as const;
 
 /** Cross-field rules a single field's schema cannot see. */
 const machineRules = (spec: z.output<typeof vmSpecInputFields>, ctx: z.RefinementCtx): void => {
+  const ids = spec.disks.map(diskId);
+  ids.forEach((id, i) => {
+    if (ids.indexOf(id) !== i) {
+      ctx.addIssue({ code: 'custom', path: ['disks', i, 'id'], message: `${id} names two disks` });
+    }
+  });
   const want = spec.machine === 'q35' ? 'sata' : 'ide';
   spec.disks.forEach((d, i) => {
     if (d.bus !== 'virtio' && d.bus !== want) {
@@ -228,5 +246,8 @@ function parseWith<T extends z.ZodType>(schema: T, input: unknown): z.output<T> 
 
 export const parseSpecInput = (input: unknown): z.output<typeof vmSpecInput> => parseWith(vmSpecInput, input);
 export const parseSpec = (input: unknown): VmSpec => parseWith(vmSpec, input);
+
+/** A disk's node name: its id, or its place for specs written before ids. */
+export const diskId = (d: { id?: string | undefined }, index = 0): string => d.id ?? `disk${index}`;
 
 export const memoryBytes = (spec: Pick<VmSpec, 'memory'>): number => parseSize(spec.memory);

@@ -1,31 +1,194 @@
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-
-const run = promisify(execFile);
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { opts } from '../qemu/opts.js';
 
 export class QemuImgError extends Error {}
 
 /** qemu-img: PHYLLOME_QEMU_IMG, else the one on PATH. */
 const binary = () => process.env.PHYLLOME_QEMU_IMG || 'qemu-img';
 
-async function qemuImg(args: string[]): Promise<void> {
+/** A qcow2 image, and the LUKS passphrase of its encrypted data when it has one. */
+export interface Image {
+  file: string;
+  key?: string;
+}
+
+/**
+ * Keys reach qemu-img as secret objects read from files in a private folder on tmpfs (/dev/shm),
+ * removed as soon as it exits: never argv. (Node cannot hand a child a real pipe: its stdio pipes are
+ * sockets, which `/dev/fd/N` cannot open.)
+ */
+async function withKeyFiles<T>(keys: string[], fn: (files: string[]) => Promise<T>): Promise<T> {
+  if (!keys.length) return fn([]);
+  const base = await stat('/dev/shm').then(
+    () => '/dev/shm',
+    () => os.tmpdir(),
+  );
+  const dir = await mkdtemp(path.join(base, 'phyllome-key-'));
   try {
-    await run(binary(), args, { timeout: 120_000 });
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException & { stderr?: string };
-    if (err.code === 'ENOENT') {
-      throw new QemuImgError(
-        'qemu-img is not installed: apt-get install qemu-utils (Debian) or dnf install qemu-img (Fedora)',
-      );
-    }
-    throw new QemuImgError(`qemu-img ${args[0]} failed: ${(err.stderr ?? err.message).trim()}`);
+    const files = await Promise.all(
+      keys.map(async (k, i) => {
+        const f = path.join(dir, String(i));
+        await writeFile(f, k, { mode: 0o600 });
+        return f;
+      }),
+    );
+    return await fn(files);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 }
 
-/** A sparse qcow2 image: only written clusters take space. */
-export const createQcow2 = (file: string, bytes: number): Promise<void> =>
-  qemuImg(['create', '-q', '-f', 'qcow2', file, String(bytes)]);
+function run(args: string[], onProgress?: (pct: number) => void): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(binary(), args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+      const pct = /\((\d+(?:\.\d+)?)\/100%\)\s*$/.exec(d);
+      if (pct && onProgress) onProgress(Number(pct[1]));
+    });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30 * 60_000);
+    child.on('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(
+        e.code === 'ENOENT'
+          ? new QemuImgError(
+              'qemu-img is not installed: apt-get install qemu-utils (Debian) or dnf install qemu-img (Fedora)',
+            )
+          : e,
+      );
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(out);
+      else reject(new QemuImgError(`qemu-img ${args[0]} failed: ${err.trim() || `exit ${code}`}`));
+    });
+  });
+}
+
+const secret = (id: string, file: string) => ['--object', opts('secret', { id, file, format: 'raw' })];
+
+/** How qemu-img opens an image: `--image-opts` naming its key's secret when encrypted. */
+const open = (img: Image, secretId: string): string[] =>
+  img.key
+    ? [
+        '--image-opts',
+        opts(undefined, { driver: 'qcow2', 'file.filename': img.file, 'encrypt.key-secret': secretId }),
+      ]
+    : ['-f', 'qcow2', img.file];
+
+/** A verb on one image: `verb [secret] [before…] IMAGE [after…]`. */
+const onImage = (verb: string, img: Image, before: string[] = [], after: string[] = []) =>
+  withKeyFiles(img.key ? [img.key] : [], ([keyFile]) =>
+    run([verb, ...(keyFile ? secret('sec0', keyFile) : []), ...before, ...open(img, 'sec0'), ...after]),
+  );
+
+/**
+ * The LUKS key derivation runs at every open; the key is 256 random bits, so a slow PBKDF adds no
+ * strength, only start-up time: 10 ms.
+ */
+const luks = (secretId: string) => ({
+  'encrypt.format': 'luks',
+  'encrypt.key-secret': secretId,
+  'encrypt.iter-time': 10,
+});
+
+/** A sparse qcow2 image (only written clusters take space), LUKS-encrypted when given a key. */
+export const createQcow2 = (img: Image, bytes: number): Promise<unknown> =>
+  withKeyFiles(img.key ? [img.key] : [], ([keyFile]) =>
+    run([
+      'create',
+      '-q',
+      ...(keyFile ? secret('sec0', keyFile) : []),
+      '-f',
+      'qcow2',
+      ...(keyFile ? ['-o', opts(undefined, luks('sec0'))] : []),
+      img.file,
+      String(bytes),
+    ]),
+  );
 
 /** A raw image (an NVRAM template) as qcow2, so it can be snapshotted with the disks. */
-export const rawToQcow2 = (from: string, to: string): Promise<void> =>
-  qemuImg(['convert', '-q', '-f', 'raw', '-O', 'qcow2', from, to]);
+export const rawToQcow2 = (from: string, to: string): Promise<unknown> =>
+  run(['convert', '-q', '-f', 'raw', '-O', 'qcow2', from, to]);
+
+export const resizeImage = (img: Image, bytes: number): Promise<unknown> =>
+  onImage('resize', img, ['-q'], [String(bytes)]);
+
+export type SnapshotOp = '-c' | '-a' | '-d';
+
+/** Internal qcow2 snapshots: create (-c), apply (-a), delete (-d). */
+export const snapshotImage = (img: Image, op: SnapshotOp, name: string): Promise<unknown> =>
+  onImage('snapshot', img, [op, name]);
+
+export async function listSnapshots(img: Image): Promise<string[]> {
+  const out = await onImage('snapshot', img, ['-l']);
+  // "ID  TAG  VM SIZE  DATE  VM CLOCK  ICOUNT" rows after two header lines.
+  return out
+    .split('\n')
+    .slice(2)
+    .map((l) => l.trim().split(/\s+/)[1])
+    .filter((t): t is string => !!t);
+}
+
+export interface ImageInfo {
+  virtualSize: number;
+  format: string;
+  encrypted: boolean;
+  backing?: string;
+}
+
+export async function imageInfo(img: Image): Promise<ImageInfo> {
+  const raw = JSON.parse(await onImage('info', img, ['--output=json'])) as {
+    'virtual-size': number;
+    format: string;
+    encrypted?: boolean;
+    'backing-filename'?: string;
+  };
+  return {
+    virtualSize: raw['virtual-size'],
+    format: raw.format,
+    encrypted: !!raw.encrypted,
+    ...(raw['backing-filename'] ? { backing: raw['backing-filename'] } : {}),
+  };
+}
+
+/** `qemu-img check`: true when the image has no errors and no leaks. */
+export async function checkImage(img: Image): Promise<boolean> {
+  try {
+    await onImage('check', img, ['-q']);
+    return true;
+  } catch (e) {
+    if (e instanceof QemuImgError) return false;
+    throw e;
+  }
+}
+
+/** A full copy (only allocated data), encrypted with the destination's key when it has one. */
+export const copyImage = (from: Image, to: Image, onProgress?: (pct: number) => void): Promise<unknown> =>
+  withKeyFiles(
+    [from.key, to.key].filter((k): k is string => !!k),
+    (files) => {
+      const fromFile = from.key ? files[0] : undefined;
+      const toFile = to.key ? files[from.key ? 1 : 0] : undefined;
+      return run(
+        [
+          'convert',
+          '-p',
+          ...(fromFile ? secret('src', fromFile) : []),
+          ...(toFile ? secret('dst', toFile) : []),
+          ...open(from, 'src'),
+          '-O',
+          'qcow2',
+          ...(toFile ? ['-o', opts(undefined, luks('dst'))] : []),
+          to.file,
+        ],
+        onProgress,
+      );
+    },
+  );

@@ -1,6 +1,6 @@
 import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { copyFile, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { copyFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, inject } from 'vitest';
 import type { VmInfo } from '../../src/daemon/vms.js';
@@ -38,7 +38,20 @@ export async function makeHome(): Promise<TestHome> {
   const dir = await mkdtemp('/tmp/pht-');
   const home = path.join(dir, 'home');
   const run = path.join(dir, 'run');
-  return { dir, home, run, env: { ...process.env, PHYLLOME_HOME: home, PHYLLOME_RUNTIME_DIR: run } };
+  // The daemon unlocks (on first use: creates) the disk keystore from this file, as a service would.
+  const passphraseFile = path.join(dir, 'passphrase');
+  await writeFile(passphraseFile, 'correct horse battery staple\n', { mode: 0o600 });
+  return {
+    dir,
+    home,
+    run,
+    env: {
+      ...process.env,
+      PHYLLOME_HOME: home,
+      PHYLLOME_RUNTIME_DIR: run,
+      PHYLLOME_PASSPHRASE_FILE: passphraseFile,
+    },
+  };
 }
 
 export async function copyDisk(h: TestHome, name = 'disk.ext4'): Promise<string> {

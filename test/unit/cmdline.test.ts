@@ -16,6 +16,7 @@ const files = {
   pidfile: '/run/phyllome/vms/demo/qemu.pid',
   vnc: '/run/phyllome/vms/demo/vnc.sock',
   tpm: '/run/phyllome/vms/demo/swtpm.sock',
+  key: '/run/phyllome/vms/demo/key',
 };
 
 const state = { nvram: '/var/lib/phyllome/vms/demo/nvram.qcow2' };
@@ -139,7 +140,15 @@ describe('QEMU command line', () => {
       tpm: true,
       hyperv: true,
       clock: 'localtime',
-      disks: [{ path: '/var/lib/phyllome/vms/win11/disk0.qcow2', format: 'qcow2', bus: 'sata' }],
+      disks: [
+        {
+          id: 'disk0',
+          path: '/var/lib/phyllome/vms/win11/disk0.qcow2',
+          format: 'qcow2',
+          bus: 'sata',
+          encrypted: true,
+        },
+      ],
       cdroms: [
         { path: '/srv/iso/Win11_EnglishInternational_x64.iso', role: 'install' },
         { path: '/usr/share/virtio-win/virtio-win.iso', role: 'drivers' },
@@ -154,6 +163,28 @@ describe('QEMU command line', () => {
     await expect(buildQemuArgs(plan(win11)).join('\n') + '\n').toMatchFileSnapshot(
       '../golden/cmdline-win11.txt',
     );
+  });
+
+  it('hands the disk key to QEMU as a secret object read from a file, never as data', () => {
+    const enc = parseSpec({
+      ...identity,
+      name: 'enc',
+      disks: [
+        { id: 'disk3', path: '/d.qcow2', format: 'qcow2', encrypted: true },
+        { path: '/e.img', format: 'raw' },
+      ],
+    });
+    const args = buildQemuArgs(plan(enc));
+    expect(args).toContain('secret,id=vmkey,file=/run/phyllome/vms/demo/key,format=raw');
+    expect(args).toContain(
+      'driver=qcow2,file=disk3-file,node-name=disk3,read-only=off,encrypt.format=luks,encrypt.key-secret=vmkey',
+    );
+    // Disks without an id keep their place's name.
+    expect(args).toContain('driver=raw,file=disk1-file,node-name=disk1,read-only=off');
+    expect(args.join(' ')).not.toMatch(/data=/);
+    expect(() =>
+      parseSpec({ ...identity, name: 'x', disks: [{ path: '/r.img', format: 'raw', encrypted: true }] }),
+    ).toThrow(/disks\[0\]\.encrypted: only qcow2 disks can be encrypted/);
   });
 
   it('puts IDE devices on the pc machine two to a bus, and refuses what a machine lacks', () => {

@@ -24,7 +24,9 @@ describe('VM spec', () => {
       memory: '1G',
       cpus: 1,
       boot: { kernel: '/boot/vmlinuz' },
-      disks: [{ path: '/var/lib/x/disk.qcow2', format: 'qcow2', readOnly: false, bus: 'virtio' }],
+      disks: [
+        { path: '/var/lib/x/disk.qcow2', format: 'qcow2', readOnly: false, bus: 'virtio', encrypted: false },
+      ],
       graphics: { device: 'none' },
       // What a hand-made spec gets: the plain machine of the foundation; the planner fills these for an OS.
       machine: 'q35',
