@@ -48,6 +48,32 @@ export function vmTable(vms: VmInfo[]): string {
   );
 }
 
+export interface DiskRow {
+  id: string;
+  path: string;
+  format: string;
+  bus: string;
+  encrypted: boolean;
+  readOnly: boolean;
+  virtualSize?: number;
+}
+
+export function diskTable(disks: DiskRow[]): string {
+  if (disks.length === 0) return 'No disks. Add one with: phyllome disk add NAME --size 10G';
+  const gib = (b?: number) => (b === undefined ? '?' : `${(b / 2 ** 30).toFixed(b % 2 ** 30 ? 2 : 0)}G`);
+  return table(
+    ['ID', 'SIZE', 'FORMAT', 'BUS', 'ENCRYPTED', 'PATH'],
+    disks.map((d) => [
+      d.id,
+      gib(d.virtualSize),
+      d.format,
+      d.bus,
+      d.encrypted ? 'yes' : 'no',
+      `${d.path}${d.readOnly ? ' (ro)' : ''}`,
+    ]),
+  );
+}
+
 export interface OsRow {
   shortId: string;
   name: string;

@@ -291,6 +291,71 @@ program
     );
   });
 
+const disk = program
+  .command('disk')
+  .description("a VM's disks: list, add, remove, resize (live while it runs)");
+disk
+  .command('list', { isDefault: true })
+  .description('show the disks and their sizes')
+  .argument('<name>')
+  .addOption(jsonOption)
+  .action(async (name: string, o: { json?: boolean }) => {
+    const answer = await client.call<{ disks: import('./format.js').DiskRow[] }>(
+      'GET',
+      `${vmPath(name)}/disks`,
+    );
+    await print(o.json, answer, async () => (await format()).diskTable(answer.disks));
+  });
+disk
+  .command('add')
+  .description('add a new disk (--size) or an existing image (--path); hot-plugged while running')
+  .argument('<name>')
+  .option('--size <size>', 'a new qcow2 disk of this size, like 10G')
+  .option('--path <file>', 'an existing raw or qcow2 image')
+  .option('--bus <bus>', 'virtio, sata or ide', choiceOf('--bus', ['virtio', 'sata', 'ide']))
+  .option('--no-encrypt', 'make the new disk without encryption')
+  .option('--ro', 'attach read-only')
+  .addOption(jsonOption)
+  .action(
+    async (
+      name: string,
+      o: { size?: string; path?: string; bus?: string; encrypt: boolean; ro?: boolean; json?: boolean },
+    ) => {
+      const vm = await client.call<VmInfo>('POST', `${vmPath(name)}/disks`, {
+        ...(o.size ? { size: o.size } : {}),
+        ...(o.path ? { path: path.resolve(o.path) } : {}),
+        ...(o.bus ? { bus: o.bus } : {}),
+        ...(o.encrypt === false ? { encrypt: false } : {}),
+        ...(o.ro ? { readOnly: true } : {}),
+      });
+      const added = vm.spec.disks.at(-1)!;
+      await print(o.json, vm, () => `Added ${added.id} (${added.path}) to "${name}".`);
+    },
+  );
+disk
+  .command('remove')
+  .description('detach a disk; its image file stays')
+  .argument('<name>')
+  .argument('<id>', 'the disk id, like disk1 (see "phyllome disk list")')
+  .addOption(jsonOption)
+  .action(async (name: string, id: string, o: { json?: boolean }) => {
+    const vm = await client.call<VmInfo>('DELETE', `${vmPath(name)}/disks/${encodeURIComponent(id)}`);
+    await print(o.json, vm, () => `Removed ${id} from "${name}".`);
+  });
+disk
+  .command('resize')
+  .description("grow a disk (shrinking is refused: it would cut the guest's data)")
+  .argument('<name>')
+  .argument('<id>')
+  .argument('<size>', 'the new size, like 20G')
+  .addOption(jsonOption)
+  .action(async (name: string, id: string, size: string, o: { json?: boolean }) => {
+    const vm = await client.call<VmInfo>('POST', `${vmPath(name)}/disks/${encodeURIComponent(id)}/resize`, {
+      size,
+    });
+    await print(o.json, vm, () => `Resized ${id} of "${name}" to ${size}.`);
+  });
+
 const media = program
   .command('media')
   .description("a VM's CD-ROM media: insert and eject, also while it runs");

@@ -379,6 +379,55 @@ export async function buildApi(deps: ApiDeps) {
     manager.restart(name, { timeoutS: b?.timeout ?? 60 }),
   );
 
+  const diskParams = z.object({ name: z.string(), id: z.string() });
+  api.get(
+    '/v1/vms/:name/disks',
+    { schema: { summary: "A VM's disks with their sizes", params: nameParams } },
+    (request) => manager.diskList(request.params.name),
+  );
+  api.post(
+    '/v1/vms/:name/disks',
+    {
+      schema: {
+        summary:
+          'Add a disk: a new qcow2 (encrypted unless encrypt is false) or an existing image; hot-plugged while running',
+        params: nameParams,
+        body: z.strictObject({
+          size: z.string().optional(),
+          path: absPath.optional(),
+          bus: diskBus.optional(),
+          encrypt: z.boolean().optional(),
+          readOnly: z.boolean().optional(),
+        }),
+        response: { 200: vmInfo, ...errors },
+      },
+    },
+    (request) => manager.diskAdd(request.params.name, request.body),
+  );
+  api.delete(
+    '/v1/vms/:name/disks/:id',
+    {
+      schema: {
+        summary: 'Detach a disk (its image stays); unplugged live while running',
+        params: diskParams,
+        response: { 200: vmInfo, ...errors },
+      },
+    },
+    (request) => manager.diskRemove(request.params.name, request.params.id),
+  );
+  api.post(
+    '/v1/vms/:name/disks/:id/resize',
+    {
+      schema: {
+        summary: 'Grow a disk (live while running)',
+        params: diskParams,
+        body: z.strictObject({ size: z.string() }),
+        response: { 200: vmInfo, ...errors },
+      },
+    },
+    (request) => manager.diskResize(request.params.name, request.params.id, request.body.size),
+  );
+
   api.get(
     '/v1/vms/:name/media',
     {

@@ -6,13 +6,13 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { AccelDecision } from '../host/accel.js';
 import type { QemuInfo } from '../host/qemu-binary.js';
-import { buildQemuArgs, needsKey } from '../qemu/cmdline.js';
+import { buildQemuArgs, HOTPLUG_PORTS, KEY_SECRET, needsKey } from '../qemu/cmdline.js';
 import { Keystore, KeystoreError } from '../storage/keystore.js';
 import { QmpClient, type QmpEvent } from '../qemu/qmp.js';
 import { isQemuFor, killQemu, readPidfile, spawnDetached, waitGone } from '../qemu/process.js';
-import { diskId, parseSpecInput, SCHEMA_VERSION, type VmSpec } from '../spec/schema.js';
-import { parseSize, SizeError } from '../spec/size.js';
-import { createQcow2, QemuImgError, rawToQcow2 } from '../storage/qemu-img.js';
+import { diskId, parseSpecInput, SCHEMA_VERSION, type DiskSpec, type VmSpec } from '../spec/schema.js';
+import { formatSize, parseSize, SizeError } from '../spec/size.js';
+import { createQcow2, imageInfo, QemuImgError, rawToQcow2, resizeImage } from '../storage/qemu-img.js';
 import { SeedIsoError, writeSeedIso } from '../storage/seed-iso.js';
 import { checkCloudInit, CloudInitError, cloudInitFiles, type CloudInit } from '../guest/cloud-init.js';
 import { findSwtpm, isSwtpmFor, startSwtpm, stopSwtpm, SwtpmError, swtpmLogTail } from '../qemu/swtpm.js';
@@ -599,6 +599,205 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     });
   }
 
+  /** The VM's disks with their sizes (qemu-img reads sizes from the clear qcow2 header, no key needed). */
+  async diskList(name: string): Promise<{ disks: DiskInfo[] }> {
+    const vm = this.get(name);
+    return {
+      disks: await Promise.all(
+        vm.spec.disks.map(async (d, i) => {
+          const info = await imageInfo({ file: d.path, format: d.format }).catch(() => undefined);
+          return { ...d, id: diskId(d, i), ...(info ? { virtualSize: info.virtualSize } : {}) };
+        }),
+      ),
+    };
+  }
+
+  /**
+   * Adds a disk: a new qcow2 image (encrypted unless asked otherwise) or an existing file. While the
+   * VM runs it is hot-plugged into a free PCIe root port (virtio only: SATA and IDE cannot be).
+   */
+  diskAdd(
+    name: string,
+    req: { size?: string; path?: string; bus?: DiskSpec['bus']; encrypt?: boolean; readOnly?: boolean },
+  ): Promise<VmInfo> {
+    return this.withLock(name, 'disk add', async () => {
+      const vm = this.get(name);
+      const live = !!vm.qmp && vm.state !== 'stopped';
+      if (!req.size === !req.path)
+        throw new UserError(
+          'give a new disk a size (--size 10G) or an existing image (--path FILE), not both',
+        );
+      const bus = req.bus ?? 'virtio';
+      if (live && bus !== 'virtio') {
+        throw conflict(
+          `${bus.toUpperCase()} disks cannot be hot-plugged: use --bus virtio, or stop "${name}" first`,
+        );
+      }
+      const ids = new Set(vm.spec.disks.map(diskId));
+      let n = 0;
+      while (ids.has(`disk${n}`)) n++;
+      const id = `disk${n}`;
+      const encrypted = !!req.size && req.encrypt !== false;
+      let made: string | undefined;
+      let disk: DiskSpec;
+      if (req.size) {
+        const bytes = sizeOf(req.size, 'size');
+        made = path.join(vmDir(this.layout, name), `${id}.qcow2`);
+        if (await exists(made)) throw conflict(`${made} already exists: remove it or pick another VM`);
+        const key = encrypted ? await this.vmKey(vm) : undefined;
+        await createQcow2({ file: made, ...(key ? { key } : {}) }, bytes).catch(qemuImgError);
+        disk = { id, path: made, format: 'qcow2', bus, encrypted, readOnly: false };
+      } else {
+        const probed = await withDiskFormats({ disks: [{ path: req.path }] });
+        const format = (probed as { disks: { format: 'raw' | 'qcow2' }[] }).disks[0]!.format;
+        disk = {
+          id,
+          path: absolute(req.path!),
+          format,
+          bus,
+          encrypted: false,
+          readOnly: req.readOnly ?? false,
+        };
+      }
+      const { uuid, createdAt, schemaVersion, ...input } = vm.spec;
+      const spec: VmSpec = {
+        ...parseSpecInput({ ...input, disks: [...vm.spec.disks, disk] }),
+        uuid,
+        createdAt,
+        schemaVersion,
+      };
+      try {
+        await checkFiles(spec);
+        if (live) await this.hotplugDisk(vm, spec.disks.at(-1)!);
+      } catch (e) {
+        if (made) await rm(made, { force: true });
+        throw e;
+      }
+      vm.spec = spec;
+      await this.store.writeSpec(spec);
+      return this.info(name);
+    });
+  }
+
+  /** The VM's disk key, made on first need; a running QEMU without it gets it as a secret object. */
+  private async vmKey(vm: Vm): Promise<string> {
+    const has = needsKey(vm.spec);
+    const key = has
+      ? await this.keystore.keyFor(vm.spec.uuid).catch(keystoreError)
+      : await this.keystore.newKey(vm.spec.uuid).catch(keystoreError);
+    if (!has && vm.qmp && vm.state !== 'stopped') {
+      const file = runtimeFiles(this.layout, vm.spec.name).key;
+      await writeFile(file, key, { mode: 0o600, flag: 'wx' });
+      try {
+        await vm.qmp.execute('object-add', { 'qom-type': 'secret', id: KEY_SECRET, file, format: 'raw' });
+      } finally {
+        await rm(file, { force: true });
+      }
+    }
+    return key;
+  }
+
+  private async hotplugDisk(vm: Vm, d: DiskSpec): Promise<void> {
+    const qmp = vm.qmp!;
+    const id = d.id!;
+    let bus: string | undefined;
+    if (vm.spec.machine === 'q35') {
+      const buses = await qmp.execute<{ devices: PciDevice[] }[]>('query-pci');
+      const free = buses
+        .flatMap((b) => b.devices)
+        .find((dev) => dev.qdev_id?.startsWith('hotplug') && !dev.pci_bridge?.devices?.length);
+      if (!free)
+        throw conflict(
+          `all ${HOTPLUG_PORTS} hot-plug slots of "${vm.spec.name}" are in use: stop it to add more disks`,
+        );
+      bus = free.qdev_id;
+    }
+    await qmp.execute('blockdev-add', {
+      'node-name': id,
+      driver: d.format,
+      'read-only': d.readOnly,
+      file: { driver: 'file', filename: d.path, 'node-name': `${id}-file`, 'read-only': d.readOnly },
+      ...(d.encrypted ? { encrypt: { format: 'luks', 'key-secret': KEY_SECRET } } : {}),
+    });
+    try {
+      await qmp.execute('device_add', {
+        driver: 'virtio-blk-pci',
+        drive: id,
+        id: `${id}-dev`,
+        ...(bus ? { bus } : {}),
+      });
+    } catch (e) {
+      await qmp.execute('blockdev-del', { 'node-name': id }).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** Removes a disk from the VM (its image stays). A running VM's boot disk stays where it is. */
+  diskRemove(name: string, id: string): Promise<VmInfo> {
+    return this.withLock(name, 'disk remove', async () => {
+      const vm = this.get(name);
+      const index = vm.spec.disks.findIndex((d, i) => diskId(d, i) === id);
+      if (index < 0)
+        throw new UserError(
+          `"${name}" has no disk ${id}: see "phyllome disk list ${name}"`,
+          404,
+          'not-found',
+        );
+      const live = !!vm.qmp && vm.state !== 'stopped';
+      if (live && index === 0) {
+        throw conflict(`${id} is the boot disk of running VM "${name}": stop it first`);
+      }
+      if (live) {
+        const d = vm.spec.disks[index]!;
+        if (d.bus !== 'virtio')
+          throw conflict(`${d.bus.toUpperCase()} disks cannot be unplugged: stop "${name}" first`);
+        const gone = vm.qmp!.waitForEvent('DEVICE_DELETED', 30_000, (e) => e.data?.device === `${id}-dev`);
+        await vm.qmp!.execute('device_del', { id: `${id}-dev` });
+        await gone.catch(() => {
+          throw conflict(
+            `the guest did not release ${id} within 30 s: it may be in use; try again or stop the VM`,
+          );
+        });
+        await vm.qmp!.execute('blockdev-del', { 'node-name': id });
+      }
+      vm.spec = { ...vm.spec, disks: vm.spec.disks.filter((_, i) => i !== index) };
+      await this.store.writeSpec(vm.spec);
+      return this.info(name);
+    });
+  }
+
+  /** Grows a disk, live through QMP or offline with qemu-img. Shrinking would cut the guest's data: refused. */
+  diskResize(name: string, id: string, size: string): Promise<VmInfo> {
+    return this.withLock(name, 'disk resize', async () => {
+      const vm = this.get(name);
+      const index = vm.spec.disks.findIndex((d, i) => diskId(d, i) === id);
+      if (index < 0)
+        throw new UserError(
+          `"${name}" has no disk ${id}: see "phyllome disk list ${name}"`,
+          404,
+          'not-found',
+        );
+      const d = vm.spec.disks[index]!;
+      const bytes = sizeOf(size, 'size');
+      const current = (await imageInfo({ file: d.path, format: d.format }).catch(qemuImgError)).virtualSize;
+      if (bytes < current) {
+        throw new UserError(
+          `${id} is ${formatSize(current)}; shrinking it to ${formatSize(bytes)} would cut off the guest's data: only growing is allowed`,
+        );
+      }
+      if (bytes === current) return this.info(name);
+      if (vm.qmp && vm.state !== 'stopped') {
+        await vm.qmp.execute('block_resize', { 'node-name': id, size: bytes });
+      } else {
+        const key = d.encrypted ? await this.keystore.keyFor(vm.spec.uuid).catch(keystoreError) : undefined;
+        await resizeImage({ file: d.path, format: d.format, ...(key ? { key } : {}) }, bytes).catch(
+          qemuImgError,
+        );
+      }
+      return this.info(name);
+    });
+  }
+
   /** The CD-ROM drives and their media: what QEMU has inserted while running, else the spec. */
   async mediaList(name: string): Promise<{ drives: DriveMedia[] }> {
     const vm = this.get(name);
@@ -690,6 +889,35 @@ export const keystoreError = (e: unknown): never => {
   }
   throw e;
 };
+
+const qemuImgError = (e: unknown): never => {
+  if (e instanceof QemuImgError) throw new UserError(e.message);
+  throw e;
+};
+
+const exists = (p: string) =>
+  access(p).then(
+    () => true,
+    () => false,
+  );
+
+const absolute = (p: string) => path.resolve(p);
+
+function sizeOf(value: string, what: string): number {
+  try {
+    return parseSize(value);
+  } catch (e) {
+    if (e instanceof SizeError) throw new UserError(`${what}: ${e.message}`);
+    throw e;
+  }
+}
+
+interface PciDevice {
+  qdev_id?: string;
+  pci_bridge?: { devices?: PciDevice[] };
+}
+
+export type DiskInfo = DiskSpec & { id: string; virtualSize?: number };
 
 const asUserError = (e: unknown): never => {
   if (e instanceof SwtpmError) throw new UserError(e.message);

@@ -13,6 +13,8 @@ const binary = () => process.env.PHYLLOME_QEMU_IMG || 'qemu-img';
 export interface Image {
   file: string;
   key?: string;
+  /** qcow2 unless said. */
+  format?: 'qcow2' | 'raw';
 }
 
 /**
@@ -80,7 +82,7 @@ const open = (img: Image, secretId: string): string[] =>
         '--image-opts',
         opts(undefined, { driver: 'qcow2', 'file.filename': img.file, 'encrypt.key-secret': secretId }),
       ]
-    : ['-f', 'qcow2', img.file];
+    : ['-f', img.format ?? 'qcow2', img.file];
 
 /** A verb on one image: `verb [secret] [before…] IMAGE [after…]`. */
 const onImage = (verb: string, img: Image, before: string[] = [], after: string[] = []) =>
@@ -143,8 +145,9 @@ export interface ImageInfo {
   backing?: string;
 }
 
+/** Reads the header only, so it may share the image with a running QEMU (--force-share). */
 export async function imageInfo(img: Image): Promise<ImageInfo> {
-  const raw = JSON.parse(await onImage('info', img, ['--output=json'])) as {
+  const raw = JSON.parse(await onImage('info', img, ['--output=json', '--force-share'])) as {
     'virtual-size': number;
     format: string;
     encrypted?: boolean;

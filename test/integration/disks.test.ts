@@ -105,3 +105,67 @@ describe('encrypted disks', () => {
     expect(await json<{ state: string }>(h, ['lock'])).toEqual({ state: 'locked' });
   });
 });
+
+/** Runs a shell command in the guest and returns what it printed between two markers. */
+async function inGuest(h: TestHome, name: string, command: string, timeoutMs = 30_000): Promise<string> {
+  const c = openConsole(h, name);
+  const tag = Math.random().toString(36).slice(2, 8);
+  c.type(`echo B-${tag}; ${command}; echo E-${tag}\n`);
+  // At a line start only in the output: the echoed command line has them after "echo ".
+  await c.waitFor(`\nE-${tag}`, timeoutMs);
+  c.child.kill();
+  const out = c.output.replaceAll('\r', '');
+  return out.slice(out.lastIndexOf(`\nB-${tag}\n`) + tag.length + 4, out.lastIndexOf(`\nE-${tag}`)).trim();
+}
+
+describe('disks, live', () => {
+  const home = useHome();
+
+  it('attaches, grows and detaches a disk while the guest runs, and the guest sees each change', async () => {
+    const h = home();
+    await createGuest(h, 'live', ['--disk', '64M']);
+    await ok(h, ['start', 'live']);
+    await waitForReady(h, 'live');
+    expect(await inGuest(h, 'live', 'ls /sys/block | grep vd')).toBe('vda');
+
+    const added = await json<Vm>(h, ['disk', 'add', 'live', '--size', '32M']);
+    expect(added.spec.disks[1]).toMatchObject({ id: 'disk1', encrypted: true, bus: 'virtio' });
+    const sectors = (n: number) => String((n * 2 ** 20) / 512);
+    let seen = '';
+    for (let i = 0; i < 60 && seen !== sectors(32); i++) {
+      seen = await inGuest(h, 'live', 'cat /sys/block/vdb/size 2>/dev/null');
+    }
+    expect(seen).toBe(sectors(32));
+
+    await ok(h, ['disk', 'resize', 'live', 'disk1', '48M']);
+    for (let i = 0; i < 30 && seen !== sectors(48); i++)
+      seen = await inGuest(h, 'live', 'cat /sys/block/vdb/size');
+    expect(seen).toBe(sectors(48));
+    const disks = await json<{ disks: { id: string; virtualSize: number }[] }>(h, ['disk', 'list', 'live']);
+    expect(disks.disks.map((d) => [d.id, d.virtualSize])).toEqual([
+      ['disk0', 64 * 2 ** 20],
+      ['disk1', 48 * 2 ** 20],
+    ]);
+
+    // Bad input changes nothing.
+    const shrink = await cli(h, ['disk', 'resize', 'live', 'disk1', '16M']);
+    expect(shrink.code).toBe(1);
+    expect(shrink.stderr).toMatch(/shrinking it to 16M would cut off the guest's data/);
+    const boot = await cli(h, ['disk', 'remove', 'live', 'disk0']);
+    expect(boot.code).toBe(1);
+    expect(boot.stderr).toMatch(/disk0 is the boot disk of running VM "live": stop it first/);
+    const sata = await cli(h, ['disk', 'add', 'live', '--size', '8M', '--bus', 'sata']);
+    expect(sata.code).toBe(1);
+    expect(sata.stderr).toMatch(/SATA disks cannot be hot-plugged/);
+    expect((await json<Vm>(h, ['status', 'live'])).spec.disks).toHaveLength(2);
+
+    await ok(h, ['disk', 'remove', 'live', 'disk1']);
+    expect(await inGuest(h, 'live', 'ls /sys/block | grep vd')).toBe('vda');
+    expect((await json<Vm>(h, ['status', 'live'])).spec.disks.map((d) => d.id)).toEqual(['disk0']);
+    await ok(h, ['stop', 'live', '--force']);
+    // Offline: grow with qemu-img (encrypted: with the key from the keystore).
+    await ok(h, ['disk', 'resize', 'live', 'disk0', '96M']);
+    const after = await json<{ disks: { virtualSize: number }[] }>(h, ['disk', 'list', 'live']);
+    expect(after.disks[0]!.virtualSize).toBe(96 * 2 ** 20);
+  });
+});
