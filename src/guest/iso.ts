@@ -33,7 +33,7 @@ export function parseVolumeDescriptors(buf: Buffer, what = 'the file'): IsoIdent
     }
     if (d[0] === 255) break;
   }
-  throw new IsoError(`${what} is not an ISO 9660 image (no CD001 primary volume descriptor)`);
+  throw new IsoError(`${what} is not an ISO 9660 image (no CD001 volume descriptor)`);
 }
 
 /** Reads only the descriptor sectors, not the (gigabytes of) image. */
@@ -60,8 +60,6 @@ export interface MediaMatch {
   score: number;
 }
 
-const PC_ARCHES = new Set(['x86_64', 'i686', 'all']);
-
 /** osinfo-db's patterns are GLib regexes; the few that JavaScript cannot compile never match. */
 const compiled = new Map<string, RegExp | null>();
 function regex(pattern: string): RegExp | null {
@@ -86,7 +84,8 @@ export function matchMedia(db: OsDb, iso: IsoIdentity): MediaMatch[] {
   const out: MediaMatch[] = [];
   for (const entry of db.entries) {
     for (const media of entry.media) {
-      if (!media.volumeId || !PC_ARCHES.has(media.arch)) continue;
+      // OsEntry.media holds only x86_64, i686 and "all" media already.
+      if (!media.volumeId) continue;
       let score = 0;
       const all = checks.every(([k]) => {
         const pattern = media[k];

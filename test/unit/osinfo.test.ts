@@ -64,12 +64,10 @@ describe('osinfo-db', () => {
 
   it('refuses an unknown OS with the closest ids and where to look', () => {
     expect(() => resolveOs(db, 'nosuchos')).toThrow(OsInfoError);
-    try {
-      resolveOs(db, 'windoze11');
-    } catch (e) {
-      expect((e as Error).message).toMatch(/^unknown OS "windoze11": did you mean .*win11/);
-      expect((e as Error).message).toMatch(/phyllome os list --search TEXT/);
-    }
+    expect(() => resolveOs(db, 'nosuchos')).toThrow(
+      /did you mean (\S+, ){4}\S+\? .*phyllome os list --search TEXT/,
+    );
+    expect(() => resolveOs(db, 'windoze11')).toThrow(/^unknown OS "windoze11": did you mean .*win11/);
   });
 
   it('searches by words in ids, names and vendors', () => {
@@ -92,7 +90,8 @@ describe('osinfo-db', () => {
       xml(`<os id="http://ex/a/2"><short-id>a2</short-id><name>A 2</name><derives-from id="http://ex/a/1"/>
         <devices><device id="http://pcisig.com/pci/1af4/1000" supported="false"/></devices>
         <resources arch="x86_64"><minimum><ram>1073741824</ram></minimum></resources>
-        <media arch="x86_64"><iso><volume-id>^A2_</volume-id><system-id>LINUX</system-id></iso></media></os>`),
+        <media arch="x86_64"><iso><volume-id>^A2_</volume-id><system-id>LINUX</system-id></iso></media>
+        <media arch="aarch64"><iso><volume-id>^A2_ARM</volume-id></iso></media></os>`),
     );
     const built = buildOsDb([...parent, ...child], 'test');
     const a2 = built.byShortId.get('a2')!;
