@@ -356,6 +356,53 @@ disk
     await print(o.json, vm, () => `Resized ${id} of "${name}" to ${size}.`);
   });
 
+const snapshot = program
+  .command('snapshot')
+  .description('snapshots: all disks, the UEFI variables and the TPM state, taken and restored as one');
+snapshot
+  .command('create')
+  .description('take a snapshot (also while the VM runs: it pauses for a moment; RAM is not kept)')
+  .argument('<name>')
+  .argument('[snapshot]', 'its name (default: the date and time)')
+  .addOption(jsonOption)
+  .action(async (name: string, snap: string | undefined, o: { json?: boolean }) => {
+    const taken = await client.call<{ name: string }>('POST', `${vmPath(name)}/snapshots`, {
+      name: snap ?? new Date().toISOString().slice(0, 19).replaceAll(':', '-'),
+    });
+    await print(o.json, taken, () => `Took snapshot "${taken.name}" of "${name}".`);
+  });
+snapshot
+  .command('list', { isDefault: true })
+  .description('the snapshots as a tree, the current one marked')
+  .argument('<name>')
+  .addOption(jsonOption)
+  .action(async (name: string, o: { json?: boolean }) => {
+    const list = await client.call<{ tree: string }>('GET', `${vmPath(name)}/snapshots`);
+    await print(o.json, list, () => list.tree);
+  });
+snapshot
+  .command('revert')
+  .description('put the disks, UEFI variables and TPM state back as they were (the VM must be stopped)')
+  .argument('<name>')
+  .argument('<snapshot>')
+  .addOption(jsonOption)
+  .action(async (name: string, snap: string, o: { json?: boolean }) => {
+    const vm = await client.call<VmInfo>(
+      'POST',
+      `${vmPath(name)}/snapshots/${encodeURIComponent(snap)}/revert`,
+    );
+    await print(o.json, vm, () => `Reverted "${name}" to "${snap}".`);
+  });
+snapshot
+  .command('delete')
+  .description('delete a snapshot (its children move up to its parent)')
+  .argument('<name>')
+  .argument('<snapshot>')
+  .action(async (name: string, snap: string) => {
+    await client.call('DELETE', `${vmPath(name)}/snapshots/${encodeURIComponent(snap)}`);
+    process.stdout.write(`Deleted snapshot "${snap}" of "${name}".\n`);
+  });
+
 const media = program
   .command('media')
   .description("a VM's CD-ROM media: insert and eject, also while it runs");

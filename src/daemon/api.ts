@@ -428,6 +428,48 @@ export async function buildApi(deps: ApiDeps) {
     (request) => manager.diskResize(request.params.name, request.params.id, request.body.size),
   );
 
+  const snapParams = z.object({ name: z.string(), snap: z.string() });
+  api.get(
+    '/v1/vms/:name/snapshots',
+    {
+      schema: {
+        summary: 'Snapshots (disks, UEFI variables and TPM state as one), as a tree',
+        params: nameParams,
+      },
+    },
+    (request) => manager.snapshotList(request.params.name),
+  );
+  api.post(
+    '/v1/vms/:name/snapshots',
+    {
+      schema: {
+        summary: 'Take a snapshot (while running: the vCPUs pause for a moment; RAM is not kept)',
+        params: nameParams,
+        body: z.strictObject({ name: z.string() }),
+      },
+    },
+    (request) => manager.snapshotCreate(request.params.name, request.body.name),
+  );
+  api.post(
+    '/v1/vms/:name/snapshots/:snap/revert',
+    {
+      schema: {
+        summary: 'Revert a stopped VM to a snapshot',
+        params: snapParams,
+        response: { 200: vmInfo, ...errors },
+      },
+    },
+    (request) => manager.snapshotRevert(request.params.name, request.params.snap),
+  );
+  api.delete(
+    '/v1/vms/:name/snapshots/:snap',
+    { schema: { summary: 'Delete a snapshot', params: snapParams, response: { 204: z.null(), ...errors } } },
+    async (request, reply) => {
+      await manager.snapshotDelete(request.params.name, request.params.snap);
+      return reply.code(204).send(null);
+    },
+  );
+
   api.get(
     '/v1/vms/:name/media',
     {

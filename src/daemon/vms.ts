@@ -20,6 +20,17 @@ import { conflict, notFound, UserError } from './errors.js';
 import { KeyedLock } from './lock.js';
 import { checkSocketPath, runtimeFiles, stateFiles, vmDir, type Layout } from './paths.js';
 import { SerialHub } from './serial.js';
+import {
+  createSnapshot,
+  deleteSnapshot,
+  readSnapshots,
+  recoverSnapshots,
+  revertSnapshot,
+  snapshotTree,
+  type Snapshot,
+  type SnapshotFile,
+  type SnapshotTarget,
+} from './snapshots.js';
 import { StateStore } from './store.js';
 import { withDiskFormats } from '../storage/format.js';
 
@@ -104,6 +115,12 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
         const vm: Vm = { spec, state: 'stopped' };
         this.vms.set(name, vm);
         await this.adopt(vm);
+        const broken = await recoverSnapshots(await this.snapshotTarget(vm, false)).catch((e: Error) => {
+          this.log.error({ vm: name, err: e.message }, 'cannot clean up an unfinished snapshot');
+          return [];
+        });
+        if (broken.length)
+          this.log.warn({ vm: name, snapshots: broken }, 'removed snapshots a crash left unfinished');
       } catch (e) {
         this.log.error({ vm: name, err: (e as Error).message }, 'cannot load VM, skipping it');
       }
@@ -796,6 +813,49 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
       }
       return this.info(name);
     });
+  }
+
+  /** What a snapshot operation works on; the key only when the keystore is open (live ones need none). */
+  private async snapshotTarget(vm: Vm, needKey: boolean): Promise<SnapshotTarget> {
+    const state = stateFiles(this.layout, vm.spec.name);
+    const live = !!vm.qmp && vm.state !== 'stopped';
+    const key =
+      needsKey(vm.spec) && (needKey || this.keystore.unlocked) && !live
+        ? await this.keystore.keyFor(vm.spec.uuid).catch(keystoreError)
+        : undefined;
+    return {
+      spec: vm.spec,
+      dir: vmDir(this.layout, vm.spec.name),
+      nvram: state.nvram,
+      tpmState: state.tpmState,
+      ...(key ? { key } : {}),
+      ...(live ? { qmp: vm.qmp! } : {}),
+    };
+  }
+
+  async snapshotList(name: string): Promise<SnapshotFile & { tree: string }> {
+    const f = await readSnapshots(vmDir(this.layout, this.get(name).spec.name));
+    const ready = { ...f, snapshots: f.snapshots.filter((s) => s.state === 'ready') };
+    return { ...ready, tree: snapshotTree(ready) };
+  }
+
+  snapshotCreate(name: string, snap: string): Promise<Snapshot> {
+    return this.withLock(name, 'snapshot', async () =>
+      createSnapshot(await this.snapshotTarget(this.get(name), true), snap).catch(qemuImgError),
+    );
+  }
+
+  snapshotRevert(name: string, snap: string): Promise<VmInfo> {
+    return this.withLock(name, 'revert', async () => {
+      await revertSnapshot(await this.snapshotTarget(this.get(name), true), snap).catch(qemuImgError);
+      return this.info(name);
+    });
+  }
+
+  snapshotDelete(name: string, snap: string): Promise<void> {
+    return this.withLock(name, 'snapshot delete', async () =>
+      deleteSnapshot(await this.snapshotTarget(this.get(name), true), snap).catch(qemuImgError),
+    );
   }
 
   /** The CD-ROM drives and their media: what QEMU has inserted while running, else the spec. */

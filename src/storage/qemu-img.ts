@@ -75,19 +75,28 @@ function run(args: string[], onProgress?: (pct: number) => void): Promise<string
 
 const secret = (id: string, file: string) => ['--object', opts('secret', { id, file, format: 'raw' })];
 
-/** How qemu-img opens an image: `--image-opts` naming its key's secret when encrypted. */
-const open = (img: Image, secretId: string): string[] =>
+/**
+ * How qemu-img opens an image: `--image-opts` naming its key's secret when encrypted. `snapshot` takes
+ * no `-f` (it probes), the other verbs do.
+ */
+const open = (img: Image, secretId: string, format = true): string[] =>
   img.key
     ? [
         '--image-opts',
         opts(undefined, { driver: 'qcow2', 'file.filename': img.file, 'encrypt.key-secret': secretId }),
       ]
-    : ['-f', img.format ?? 'qcow2', img.file];
+    : [...(format ? ['-f', img.format ?? 'qcow2'] : []), img.file];
 
 /** A verb on one image: `verb [secret] [before…] IMAGE [after…]`. */
 const onImage = (verb: string, img: Image, before: string[] = [], after: string[] = []) =>
   withKeyFiles(img.key ? [img.key] : [], ([keyFile]) =>
-    run([verb, ...(keyFile ? secret('sec0', keyFile) : []), ...before, ...open(img, 'sec0'), ...after]),
+    run([
+      verb,
+      ...(keyFile ? secret('sec0', keyFile) : []),
+      ...before,
+      ...open(img, 'sec0', verb !== 'snapshot'),
+      ...after,
+    ]),
   );
 
 /**
@@ -143,6 +152,8 @@ export interface ImageInfo {
   format: string;
   encrypted: boolean;
   backing?: string;
+  /** Internal snapshot tags. */
+  snapshots: string[];
 }
 
 /** Reads the header only, so it may share the image with a running QEMU (--force-share). */
@@ -152,11 +163,13 @@ export async function imageInfo(img: Image): Promise<ImageInfo> {
     format: string;
     encrypted?: boolean;
     'backing-filename'?: string;
+    snapshots?: { name: string }[];
   };
   return {
     virtualSize: raw['virtual-size'],
     format: raw.format,
     encrypted: !!raw.encrypted,
+    snapshots: (raw.snapshots ?? []).map((s) => s.name),
     ...(raw['backing-filename'] ? { backing: raw['backing-filename'] } : {}),
   };
 }

@@ -1,10 +1,15 @@
+import { execFile } from 'node:child_process';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Keystore } from '../../src/storage/keystore.js';
+const run = promisify(execFile);
+
 import {
   cli,
   createGuest,
+  guest,
   findProcesses,
   json,
   ok,
@@ -31,7 +36,8 @@ async function filesUnder(dir: string): Promise<string[]> {
 async function writeMarker(h: TestHome, name: string, marker: string): Promise<void> {
   const c = openConsole(h, name);
   c.type(`echo ${marker} > /dev/vda; sync; echo done-${marker}\n`);
-  await c.waitFor(`done-${marker}`, 30_000);
+  // At a line start: the echoed command line has it after "echo ".
+  await c.waitFor(`\ndone-${marker}`, 30_000);
   c.child.kill();
 }
 
@@ -167,5 +173,115 @@ describe('disks, live', () => {
     await ok(h, ['disk', 'resize', 'live', 'disk0', '96M']);
     const after = await json<{ disks: { virtualSize: number }[] }>(h, ['disk', 'list', 'live']);
     expect(after.disks[0]!.virtualSize).toBe(96 * 2 ** 20);
+  });
+});
+
+/** The first bytes of the guest's first disk, where writeMarker puts its markers. */
+const markerOnDisk = (h: TestHome, name: string) =>
+  inGuest(h, name, 'head -c 32 /dev/vda | tr -dc A-Z0-9-; echo');
+
+describe('snapshots', () => {
+  const home = useHome();
+
+  it('reverts an encrypted disk to a live snapshot: the guest sees only the first marker', async () => {
+    const h = home();
+    await createGuest(h, 'snap', ['--disk', '64M']);
+    await ok(h, ['start', 'snap']);
+    await waitForReady(h, 'snap');
+    await writeMarker(h, 'snap', 'MARKER-ONE');
+    expect(await json<{ name: string }>(h, ['snapshot', 'create', 'snap', 'one'])).toMatchObject({
+      name: 'one',
+      live: true,
+    });
+    // The guest runs on after a live snapshot.
+    expect((await json<Vm>(h, ['status', 'snap'])).state).toBe('running');
+    await writeMarker(h, 'snap', 'MARKER-TWO');
+    expect(await markerOnDisk(h, 'snap')).toBe('MARKER-TWO');
+
+    // Bad names and a revert while running change nothing.
+    for (const bad of ['a,b', 'a/b', '..', 'x..y']) {
+      const r = await cli(h, ['snapshot', 'create', 'snap', bad]);
+      expect(r.code, bad).toBe(1);
+      expect(r.stderr).toMatch(/invalid snapshot name|no snapshot/);
+    }
+    const running = await cli(h, ['snapshot', 'revert', 'snap', 'one']);
+    expect(running.code).toBe(1);
+    expect(running.stderr).toMatch(/stop "snap" first/);
+
+    await ok(h, ['stop', 'snap', '--force']);
+    await ok(h, ['snapshot', 'create', 'snap', 'two']);
+    const list = await json<{ current: string; snapshots: { name: string; parent?: string }[] }>(h, [
+      'snapshot',
+      'list',
+      'snap',
+    ]);
+    expect(list.snapshots.map((x) => [x.name, x.parent])).toEqual([
+      ['one', undefined],
+      ['two', 'one'],
+    ]);
+    expect(await ok(h, ['snapshot', 'list', 'snap'])).toMatch(/^one .*live\n  two \(current\)/);
+
+    await ok(h, ['snapshot', 'revert', 'snap', 'one']);
+    await ok(h, ['start', 'snap']);
+    await waitForReady(h, 'snap');
+    expect(await markerOnDisk(h, 'snap')).toBe('MARKER-ONE');
+    await ok(h, ['stop', 'snap', '--force']);
+    await ok(h, ['snapshot', 'delete', 'snap', 'one']);
+    const after = await json<{ snapshots: { name: string; parent?: string }[] }>(h, [
+      'snapshot',
+      'list',
+      'snap',
+    ]);
+    expect(after.snapshots).toMatchObject([{ name: 'two' }]);
+    expect(after.snapshots[0]!.parent).toBeUndefined();
+  });
+
+  it('covers the UEFI variables and the TPM state of a UEFI VM with a TPM', async () => {
+    const h = home();
+    const g = guest();
+    await ok(h, [
+      'create',
+      'uefi',
+      '--os',
+      'fedora37',
+      '--tpm',
+      '--disk',
+      '64M',
+      '--memory',
+      '384M',
+      '--cpus',
+      '1',
+      '--kernel',
+      path.join(path.dirname(g.kernel), 'vmlinuz'),
+      '--initrd',
+      g.initrd,
+      '--append',
+      g.append,
+    ]);
+    const vm = await json<Vm>(h, ['status', 'uefi']);
+    expect(vm.spec.firmware.type).toBe('uefi');
+    await ok(h, ['start', 'uefi']);
+    await waitForReady(h, 'uefi', 150_000);
+    await writeMarker(h, 'uefi', 'MARKER-ONE');
+    await ok(h, ['snapshot', 'create', 'uefi', 'one']);
+    await writeMarker(h, 'uefi', 'MARKER-TWO');
+    await ok(h, ['stop', 'uefi', '--force']);
+    const dir = path.join(h.home, 'vms', 'uefi');
+    const tags = async (file: string) =>
+      (
+        JSON.parse((await run('qemu-img', ['info', '--output=json', '-U', file])).stdout) as {
+          snapshots?: { name: string }[];
+        }
+      ).snapshots?.map((x) => x.name) ?? [];
+    expect(await tags(path.join(dir, 'nvram.qcow2'))).toEqual(['one']);
+    expect(await tags(path.join(dir, 'disk0.qcow2'))).toEqual(['one']);
+    expect((await readdir(path.join(dir, 'snapshots', 'one', 'tpm'))).length).toBeGreaterThan(0);
+
+    await ok(h, ['snapshot', 'revert', 'uefi', 'one']);
+    await ok(h, ['start', 'uefi']);
+    await waitForReady(h, 'uefi', 150_000);
+    expect(await markerOnDisk(h, 'uefi')).toBe('MARKER-ONE');
+    expect(await readFile(path.join(dir, 'serial.log'), 'utf8')).toContain('tpm: tpm0 version 2');
+    await ok(h, ['stop', 'uefi', '--force']);
   });
 });

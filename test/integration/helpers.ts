@@ -107,7 +107,8 @@ export function alive(pid: number): boolean {
 }
 
 export async function waitFor<T>(
-  what: string,
+  /** A function when the description must show the state at the time of failure. */
+  what: string | (() => string),
   fn: () => Promise<T | undefined> | T | undefined,
   timeoutMs = 30_000,
 ): Promise<T> {
@@ -115,7 +116,10 @@ export async function waitFor<T>(
   for (;;) {
     const value = await fn();
     if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${typeof what === 'function' ? what() : what}`,
+      );
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -132,13 +136,16 @@ export async function stopDaemon(h: TestHome): Promise<void> {
 export class ConsoleSession {
   output = '';
   readonly exited: Promise<number | null>;
+  errors = '';
   constructor(readonly child: ChildProcessWithoutNullStreams) {
     child.stdout.setEncoding('utf8').on('data', (d: string) => (this.output += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (this.errors += d));
     this.exited = new Promise((r) => child.on('exit', (code) => r(code)));
   }
   waitFor(text: string, timeoutMs = 60_000): Promise<true> {
     return waitFor(
-      `"${text}" on the console (got ${JSON.stringify(this.output.slice(-300))})`,
+      () =>
+        `"${text}" on the console (got ${JSON.stringify(this.output.slice(-300))}${this.errors ? `, stderr ${JSON.stringify(this.errors)}` : ''})`,
       () => this.output.includes(text) || undefined,
       timeoutMs,
     );
