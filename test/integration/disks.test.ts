@@ -219,7 +219,7 @@ describe('snapshots', () => {
       ['one', undefined],
       ['two', 'one'],
     ]);
-    expect(await ok(h, ['snapshot', 'list', 'snap'])).toMatch(/^one .*live\n  two \(current\)/);
+    expect(await ok(h, ['snapshot', 'list', 'snap'])).toMatch(/^one .*live\n {2}two \(current\)/);
 
     await ok(h, ['snapshot', 'revert', 'snap', 'one']);
     await ok(h, ['start', 'snap']);
