@@ -356,6 +356,28 @@ disk
     await print(o.json, vm, () => `Resized ${id} of "${name}" to ${size}.`);
   });
 
+program
+  .command('clone')
+  .description('copy a stopped VM under a new name (new uuid and MACs; encrypted stays encrypted)')
+  .argument('<source>')
+  .argument('<name>', 'the new VM')
+  .option('--linked', 'share the disks read-only and keep only the differences (unencrypted VMs)')
+  .addOption(jsonOption)
+  .action(async (source: string, name: string, o: { linked?: boolean; json?: boolean }) => {
+    const { withProgress } = await import('./progress.js');
+    const vm = await withProgress(
+      await client.wsUrl('/v1/events'),
+      { vm: name, op: 'clone' },
+      `Cloning "${source}" to "${name}"`,
+      () =>
+        client.call<VmInfo>('POST', `${vmPath(source)}/clone`, {
+          name,
+          ...(o.linked ? { linked: true } : {}),
+        }),
+    );
+    await print(o.json, vm, () => `Cloned "${source}" to "${name}". Start it with: phyllome start ${name}`);
+  });
+
 const snapshot = program
   .command('snapshot')
   .description('snapshots: all disks, the UEFI variables and the TPM state, taken and restored as one');

@@ -470,6 +470,24 @@ export async function buildApi(deps: ApiDeps) {
     },
   );
 
+  api.post(
+    '/v1/vms/:name/clone',
+    {
+      schema: {
+        summary: 'Clone a stopped VM (progress as events on /v1/events)',
+        params: nameParams,
+        body: z.strictObject({ name: z.string(), linked: z.boolean().optional() }),
+        response: { 201: vmInfo, ...errors },
+      },
+    },
+    async (request, reply) =>
+      reply.code(201).send(
+        await manager.clone(request.params.name, request.body.name, {
+          linked: request.body.linked ?? false,
+        }),
+      ),
+  );
+
   api.get(
     '/v1/vms/:name/media',
     {

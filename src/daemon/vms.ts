@@ -20,6 +20,8 @@ import { conflict, notFound, UserError } from './errors.js';
 import { KeyedLock } from './lock.js';
 import { checkSocketPath, runtimeFiles, stateFiles, vmDir, type Layout } from './paths.js';
 import { SerialHub } from './serial.js';
+import { checkClone, cloneSpec, makeClone, type CloneRequest } from './clone.js';
+import { vmNameProblem } from '../spec/names.js';
 import {
   createSnapshot,
   deleteSnapshot,
@@ -57,7 +59,10 @@ export interface DriveMedia {
 }
 
 export interface VmEvent {
-  type: 'state' | 'created' | 'deleted' | 'qemu-event';
+  type: 'state' | 'created' | 'deleted' | 'qemu-event' | 'progress';
+  /** For progress: what runs (clone, …) and how far it is. */
+  op?: string;
+  percent?: number;
   vm: string;
   state?: VmState;
   reason?: string;
@@ -556,6 +561,54 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
       await this.launch(vm);
       return this.info(name);
     });
+  }
+
+  /**
+   * Clones a stopped VM under a new name: a new uuid and MACs, its own copies of disks (or overlays on
+   * a shared base with --linked), UEFI variables and TPM state. An encrypted source gives an encrypted
+   * clone with a key of its own. Progress goes out as events.
+   */
+  clone(srcName: string, name: string, opts: { linked?: boolean } = {}): Promise<VmInfo> {
+    return this.withLock(srcName, 'clone', () =>
+      this.withLock(name, 'create', async () => {
+        const src = this.get(srcName);
+        if (src.state !== 'stopped') throw conflict(`stop "${srcName}" first: a clone copies a stopped VM`);
+        if (this.vms.has(name)) {
+          throw conflict(`a VM named "${name}" already exists: pick another name or delete it first`);
+        }
+        const problem = vmNameProblem(name);
+        if (problem) throw new UserError(`name: ${problem}`);
+        const req: CloneRequest = {
+          src: src.spec,
+          srcDir: vmDir(this.layout, srcName),
+          name,
+          dstDir: vmDir(this.layout, name),
+          basesDir: path.join(this.layout.home, 'bases'),
+          linked: !!opts.linked,
+          onProgress: (percent) => this.emitEvent({ type: 'progress', vm: name, op: 'clone', percent }),
+        };
+        await checkClone(req);
+        const spec = cloneSpec(req, randomUUID(), new Date().toISOString());
+        if (needsKey(src.spec)) req.srcKey = await this.keystore.keyFor(src.spec.uuid).catch(keystoreError);
+        if (needsKey(spec)) req.dstKey = await this.keystore.newKey(spec.uuid).catch(keystoreError);
+        try {
+          await this.store.create(spec, (staging) => makeClone(req, spec, staging).catch(qemuImgError));
+        } catch (e) {
+          if (req.dstKey) await this.keystore.removeKey(spec.uuid);
+          throw e;
+        }
+        if (req.linked) {
+          // The source's disks are overlays now (same paths): its spec is unchanged.
+          this.log.info(
+            { vm: srcName, clone: name },
+            'linked clone made; the source now runs on an overlay too',
+          );
+        }
+        this.vms.set(name, { spec, state: 'stopped' });
+        this.emitEvent({ type: 'created', vm: name });
+        return this.info(name);
+      }),
+    );
   }
 
   delete(name: string, opts: { force?: boolean } = {}): Promise<void> {

@@ -208,3 +208,7 @@ export const copyImage = (from: Image, to: Image, onProgress?: (pct: number) => 
       );
     },
   );
+
+/** A qcow2 overlay whose unwritten clusters read from `base` (a linked clone's disk). */
+export const createOverlay = (base: string, file: string): Promise<unknown> =>
+  run(['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', file]);

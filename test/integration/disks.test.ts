@@ -35,7 +35,8 @@ async function filesUnder(dir: string): Promise<string[]> {
 /** Writes a marker at the start of the guest's first disk through its shell, and syncs. */
 async function writeMarker(h: TestHome, name: string, marker: string): Promise<void> {
   const c = openConsole(h, name);
-  c.type(`echo ${marker} > /dev/vda; sync; echo done-${marker}\n`);
+  // `sync /dev/vda` is an fsync of the device: a cache flush, so QEMU writes the qcow2 metadata too.
+  c.type(`echo ${marker} > /dev/vda; sync /dev/vda; echo done-${marker}\n`);
   // At a line start: the echoed command line has it after "echo ".
   await c.waitFor(`\ndone-${marker}`, 30_000);
   c.child.kill();
@@ -283,5 +284,117 @@ describe('snapshots', () => {
     expect(await markerOnDisk(h, 'uefi')).toBe('MARKER-ONE');
     expect(await readFile(path.join(dir, 'serial.log'), 'utf8')).toContain('tpm: tpm0 version 2');
     await ok(h, ['stop', 'uefi', '--force']);
+  });
+});
+
+describe('clones', () => {
+  const home = useHome();
+
+  it('makes a full clone: new identity, own key, the same data, a copied TPM; progress as events', async () => {
+    const h = home();
+    const g = guest();
+    await ok(h, [
+      'create',
+      'src',
+      '--os',
+      'debian11',
+      '--firmware',
+      'bios',
+      '--graphics',
+      'none',
+      '--tpm',
+      '--memory',
+      '256M',
+      '--cpus',
+      '1',
+      '--disk',
+      '64M',
+      '--kernel',
+      g.kernel,
+      '--initrd',
+      g.initrd,
+      '--append',
+      g.append,
+    ]);
+    await ok(h, ['start', 'src']);
+    await waitForReady(h, 'src');
+    await writeMarker(h, 'src', 'MARKER-SRC');
+    const busy = await cli(h, ['clone', 'src', 'copy']);
+    expect(busy.code).toBe(1);
+    expect(busy.stderr).toMatch(/stop "src" first/);
+    await ok(h, ['stop', 'src', '--force']);
+
+    const { default: WebSocket } = await import('ws');
+    const ws = new WebSocket(`ws+unix://${path.join(h.run, 'phyllomed.sock')}:/v1/events`);
+    const events: { type: string; vm: string; percent?: number }[] = [];
+    ws.on('message', (d: Buffer) => events.push(JSON.parse(d.toString()) as (typeof events)[number]));
+    await new Promise((r) => ws.once('open', r));
+    const copy = await json<Vm>(h, ['clone', 'src', 'copy']);
+    ws.close();
+    const src = await json<Vm>(h, ['status', 'src']);
+    expect(copy.uuid).not.toBe(src.uuid);
+    expect(copy.spec.nics[0]!.mac).not.toBe(src.spec.nics[0]!.mac);
+    expect(copy.spec.disks[0]).toMatchObject({
+      encrypted: true,
+      path: path.join(h.home, 'vms', 'copy', 'disk0.qcow2'),
+    });
+    const progress = events.filter((e) => e.type === 'progress' && e.vm === 'copy').map((e) => e.percent);
+    expect(progress.at(-1)).toBe(100);
+    // Its own key: the keystore holds two different ones.
+    const keystore = new Keystore(path.join(h.home, 'keystore.json'));
+    await keystore.unlock((await readFile(h.env.PHYLLOME_PASSPHRASE_FILE!, 'utf8')).trim());
+    expect(await keystore.keyFor(copy.uuid)).not.toBe(await keystore.keyFor(src.uuid));
+    expect((await readFile(copy.spec.disks[0]!.path)).includes('MARKER-SRC')).toBe(false);
+    expect(await readdir(path.join(h.home, 'vms', 'copy', 'tpm'))).toEqual(
+      await readdir(path.join(h.home, 'vms', 'src', 'tpm')),
+    );
+
+    await ok(h, ['start', 'copy']);
+    await waitForReady(h, 'copy');
+    expect(await markerOnDisk(h, 'copy')).toBe('MARKER-SRC');
+    await ok(h, ['stop', 'copy', '--force']);
+
+    const taken = await cli(h, ['clone', 'src', 'copy']);
+    expect(taken.code).toBe(1);
+    expect(taken.stderr).toMatch(/a VM named "copy" already exists/);
+    const linked = await cli(h, ['clone', 'src', 'other', '--linked']);
+    expect(linked.code).toBe(1);
+    expect(linked.stderr).toMatch(/linked clones of a VM with encrypted disks are not supported yet/);
+    expect((await json<Vm[]>(h, ['list'])).map((v) => v.name)).toEqual(['copy', 'src']);
+  });
+
+  it('makes a linked clone on a shared read-only base that neither VM can change for the other', async () => {
+    const h = home();
+    await createGuest(h, 'base', ['--disk', '64M', '--no-encrypt']);
+    await ok(h, ['start', 'base']);
+    await waitForReady(h, 'base');
+    await writeMarker(h, 'base', 'MARKER-BASE');
+    await ok(h, ['stop', 'base']);
+    await ok(h, ['clone', 'base', 'thin', '--linked']);
+    const info = async (name: string) =>
+      JSON.parse(
+        (
+          await run('qemu-img', [
+            'info',
+            '--output=json',
+            '-U',
+            path.join(h.home, 'vms', name, 'disk0.qcow2'),
+          ])
+        ).stdout,
+      ) as { 'backing-filename'?: string; 'actual-size': number };
+    const thin = await info('thin');
+    expect(thin['backing-filename']).toMatch(/\/bases\//);
+    expect((await info('base'))['backing-filename']).toBe(thin['backing-filename']);
+    expect(thin['actual-size']).toBeLessThan(1024 * 1024);
+
+    await ok(h, ['start', 'thin']);
+    await waitForReady(h, 'thin');
+    expect(await markerOnDisk(h, 'thin')).toBe('MARKER-BASE');
+    await writeMarker(h, 'thin', 'MARKER-THIN');
+    await ok(h, ['stop', 'thin']);
+    await ok(h, ['start', 'base']);
+    await waitForReady(h, 'base');
+    expect(await markerOnDisk(h, 'base')).toBe('MARKER-BASE');
+    await ok(h, ['stop', 'base', '--force']);
   });
 });
