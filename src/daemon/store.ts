@@ -17,8 +17,12 @@ export interface StoredStatus {
 export class StateStore {
   constructor(readonly layout: Layout) {}
 
-  async init(): Promise<void> {
+  /** Also removes what a crash left half-made: staging folders of creates and deletes. */
+  async init(): Promise<string[]> {
     await mkdir(vmsDir(this.layout), { recursive: true, mode: 0o750 });
+    const leftovers = (await readdir(vmsDir(this.layout))).filter((n) => /^\.(creating|deleting)-/.test(n));
+    for (const n of leftovers) await rm(path.join(vmsDir(this.layout), n), { recursive: true, force: true });
+    return leftovers;
   }
 
   async listNames(): Promise<string[]> {

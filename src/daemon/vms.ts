@@ -112,8 +112,10 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
 
   /** Loads every VM and re-adopts QEMU processes that outlived a previous daemon. */
   async load(): Promise<void> {
-    await this.store.init();
+    const leftovers = await this.store.init();
+    if (leftovers.length) this.log.warn({ leftovers }, 'removed what a crash left half-made');
     await mkdir(this.layout.run, { recursive: true, mode: 0o750 });
+    let unreadable = 0;
     for (const name of await this.store.listNames()) {
       try {
         const spec = await this.store.readSpec(name);
@@ -127,8 +129,14 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
         if (broken.length)
           this.log.warn({ vm: name, snapshots: broken }, 'removed snapshots a crash left unfinished');
       } catch (e) {
+        unreadable++;
         this.log.error({ vm: name, err: (e as Error).message }, 'cannot load VM, skipping it');
       }
+    }
+    // Keys of VMs that never came to be (a create killed midway); only when every VM was read.
+    if (!unreadable) {
+      const gone = await this.keystore.prune(new Set([...this.vms.values()].map((v) => v.spec.uuid)));
+      if (gone.length) this.log.warn({ keys: gone.length }, 'dropped keys of VMs a crash left unmade');
     }
   }
 

@@ -168,6 +168,18 @@ export class Keystore {
     return open(kek, sealed, vm).toString();
   }
 
+  /** Drops keys of VMs that do not exist (a create that crashed); needs no passphrase. */
+  prune(keep: Set<string>): Promise<string[]> {
+    return this.serial(async () => {
+      const store = await this.read();
+      const gone = Object.keys(store?.keys ?? {}).filter((vm) => !keep.has(vm));
+      if (!store || !gone.length) return [];
+      for (const vm of gone) delete store.keys[vm];
+      await this.write(store);
+      return gone;
+    });
+  }
+
   removeKey(vm: string): Promise<void> {
     return this.serial(async () => {
       const store = await this.read();
