@@ -30,6 +30,7 @@ import path from 'node:path';
 import { hostFindings } from '../host/findings.js';
 import { introspectQemu } from '../host/qemu-features.js';
 import { readHost } from '../host/report.js';
+import { readStorage } from '../host/storage.js';
 import { planGraphics, planSeats } from '../guest/graphics-plan.js';
 
 const errorBody = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
@@ -235,7 +236,10 @@ export async function buildApi(deps: ApiDeps) {
       const live = root === '/';
       features ??= introspectQemu(deps.qemu.binary);
       const qemu = await features;
-      const findings = hostFindings(report, live ? { accel: await deps.accel, qemu } : {});
+      const findings = hostFindings(
+        report,
+        live ? { accel: await deps.accel, qemu, storage: await readStorage(manager.layout.home) } : {},
+      );
       const plans = Object.fromEntries(
         (['linux', 'windows', 'macos', 'bsd'] as const).map((os) => [
           os,

@@ -1,5 +1,6 @@
 import type { AccelDecision } from './accel.js';
 import type { QemuFeatures } from './qemu-features.js';
+import type { StorageFacts } from './storage.js';
 import { isolationBlockers, type Gpu, type HostReport } from './report.js';
 
 export type Level = 'ok' | 'warn' | 'fail';
@@ -16,6 +17,7 @@ export interface Finding {
 export interface LiveFacts {
   accel?: AccelDecision;
   qemu?: QemuFeatures;
+  storage?: StorageFacts;
 }
 
 const GPU_NAMES: Record<Gpu['vendor'], string> = {
@@ -165,6 +167,26 @@ function sharingFindings(r: HostReport): Finding[] {
 
 function liveFindings(live: LiveFacts): Finding[] {
   const out: Finding[] = [];
+  const s = live.storage;
+  if (s) {
+    out.push(
+      s.fscrypt
+        ? {
+            id: 'storage-fscrypt',
+            level: 'ok',
+            title: `VM storage ${s.path} is fscrypt-encrypted (${s.fsType ?? 'unknown fs'})`,
+          }
+        : {
+            id: 'storage-fscrypt',
+            level: 'warn',
+            title: `VM storage ${s.path} is not fscrypt-encrypted: disks are LUKS-encrypted per VM, but UEFI variables, TPM state and logs are not`,
+            fix:
+              s.fsType === 'ext4' && s.kernelSupport
+                ? `tune2fs -O encrypt on its ext4 filesystem, then put ${s.path} under an fscrypt policy (apt-get install fscrypt; fscrypt setup; fscrypt encrypt ${s.path})`
+                : `move ${s.path} to an ext4 or f2fs filesystem with encryption support`,
+          },
+    );
+  }
   if (live.accel) {
     out.push(
       live.accel.warning
