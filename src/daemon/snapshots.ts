@@ -185,8 +185,8 @@ async function cleanup(t: SnapshotTarget, name: string): Promise<void> {
   });
 }
 
-/** Deletes a snapshot (live through QMP when the VM runs). */
-export async function deleteSnapshot(t: SnapshotTarget, name: string): Promise<void> {
+/** The snapshot list, after checking it has this (whole) snapshot. */
+async function withSnapshot(t: SnapshotTarget, name: string): Promise<SnapshotFile> {
   const f = await readSnapshots(t.dir);
   if (!f.snapshots.some((s) => s.name === name && s.state === 'ready')) {
     throw new UserError(
@@ -195,6 +195,12 @@ export async function deleteSnapshot(t: SnapshotTarget, name: string): Promise<v
       'not-found',
     );
   }
+  return f;
+}
+
+/** Deletes a snapshot (live through QMP when the VM runs). */
+export async function deleteSnapshot(t: SnapshotTarget, name: string): Promise<void> {
+  const f = await withSnapshot(t, name);
   await write(t.dir, {
     ...f,
     snapshots: f.snapshots.map((s) => (s.name === name ? { ...s, state: 'deleting' as const } : s)),
@@ -204,14 +210,7 @@ export async function deleteSnapshot(t: SnapshotTarget, name: string): Promise<v
 
 /** Puts disks, UEFI variables and TPM state back as they were. The VM must be stopped. */
 export async function revertSnapshot(t: SnapshotTarget, name: string): Promise<void> {
-  const f = await readSnapshots(t.dir);
-  if (!f.snapshots.some((s) => s.name === name && s.state === 'ready')) {
-    throw new UserError(
-      `"${t.spec.name}" has no snapshot "${name}": see "phyllome snapshot list ${t.spec.name}"`,
-      404,
-      'not-found',
-    );
-  }
+  const f = await withSnapshot(t, name);
   if (t.qmp)
     throw new UserError(
       `stop "${t.spec.name}" first: it reverts to "${name}" while stopped`,

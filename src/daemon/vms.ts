@@ -814,13 +814,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
   diskRemove(name: string, id: string): Promise<VmInfo> {
     return this.withLock(name, 'disk remove', async () => {
       const vm = this.get(name);
-      const index = vm.spec.disks.findIndex((d, i) => diskId(d, i) === id);
-      if (index < 0)
-        throw new UserError(
-          `"${name}" has no disk ${id}: see "phyllome disk list ${name}"`,
-          404,
-          'not-found',
-        );
+      const index = diskIndex(vm.spec, id);
       const live = !!vm.qmp && vm.state !== 'stopped';
       if (live && index === 0) {
         throw conflict(`${id} is the boot disk of running VM "${name}": stop it first`);
@@ -848,13 +842,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
   diskResize(name: string, id: string, size: string): Promise<VmInfo> {
     return this.withLock(name, 'disk resize', async () => {
       const vm = this.get(name);
-      const index = vm.spec.disks.findIndex((d, i) => diskId(d, i) === id);
-      if (index < 0)
-        throw new UserError(
-          `"${name}" has no disk ${id}: see "phyllome disk list ${name}"`,
-          404,
-          'not-found',
-        );
+      const index = diskIndex(vm.spec, id);
       const d = vm.spec.disks[index]!;
       const bytes = sizeOf(size, 'size');
       const current = (await imageInfo({ file: d.path, format: d.format }).catch(qemuImgError)).virtualSize;
@@ -1010,6 +998,19 @@ export const keystoreError = (e: unknown): never => {
   }
   throw e;
 };
+
+/** Where the disk with this id is in the spec; a clear 404 when there is none. */
+function diskIndex(spec: VmSpec, id: string): number {
+  const index = spec.disks.findIndex((d, i) => diskId(d, i) === id);
+  if (index < 0) {
+    throw new UserError(
+      `"${spec.name}" has no disk ${id}: see "phyllome disk list ${spec.name}"`,
+      404,
+      'not-found',
+    );
+  }
+  return index;
+}
 
 const qemuImgError = (e: unknown): never => {
   if (e instanceof QemuImgError) throw new UserError(e.message);

@@ -54,23 +54,10 @@ export interface OsDb {
 export class OsInfoError extends Error {}
 
 /** One `<os>` as written, before inheritance. */
-export interface RawOs {
-  id: string;
-  shortIds: string[];
-  name: string;
-  vendor?: string;
-  version?: string;
-  family?: string;
-  distro?: string;
-  releaseDate?: string;
-  eolDate?: string;
+export interface RawOs extends Omit<OsEntry, 'shortId' | 'derivesFrom' | 'devices'> {
   parent?: string;
   /** Device id → supported (a `supported="false"` entry removes an inherited one). */
   devices: Map<string, boolean>;
-  firmware: { efi?: boolean; bios?: boolean };
-  minimum: OsResources;
-  recommended: OsResources;
-  media: OsMedia[];
 }
 
 type Node = Record<string, unknown>;

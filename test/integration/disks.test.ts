@@ -8,11 +8,11 @@ import { checkImage, imageInfo } from '../../src/storage/qemu-img.js';
 const run = promisify(execFile);
 
 import {
+  bootArgs,
   cli,
   createGuest,
   daemonPid,
   waitFor,
-  guest,
   findProcesses,
   json,
   ok,
@@ -242,7 +242,6 @@ describe('snapshots', () => {
 
   it('covers the UEFI variables and the TPM state of a UEFI VM with a TPM', async () => {
     const h = home();
-    const g = guest();
     await ok(h, [
       'create',
       'uefi',
@@ -255,12 +254,7 @@ describe('snapshots', () => {
       '384M',
       '--cpus',
       '1',
-      '--kernel',
-      path.join(path.dirname(g.kernel), 'vmlinuz'),
-      '--initrd',
-      g.initrd,
-      '--append',
-      g.append,
+      ...bootArgs('efi'),
     ]);
     const vm = await json<Vm>(h, ['status', 'uefi']);
     expect(vm.spec.firmware.type).toBe('uefi');
@@ -295,7 +289,6 @@ describe('clones', () => {
 
   it('makes a full clone: new identity, own key, the same data, a copied TPM; progress as events', async () => {
     const h = home();
-    const g = guest();
     await ok(h, [
       'create',
       'src',
@@ -312,12 +305,7 @@ describe('clones', () => {
       '1',
       '--disk',
       '64M',
-      '--kernel',
-      g.kernel,
-      '--initrd',
-      g.initrd,
-      '--append',
-      g.append,
+      ...bootArgs(),
     ]);
     await ok(h, ['start', 'src']);
     await waitForReady(h, 'src');

@@ -5,10 +5,12 @@ import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { readPidfile } from '../../src/qemu/process.js';
 import { isSwtpmFor } from '../../src/qemu/swtpm.js';
+import { makeIso } from '../fixtures/iso.js';
 import {
+  bootArgs,
   cli,
+  createGuest,
   findProcesses,
-  guest,
   json,
   ok,
   stopDaemon,
@@ -20,42 +22,6 @@ import {
 } from './helpers.js';
 
 const run = promisify(execFile);
-
-/** An install medium made here, with the identity fields a real one carries. */
-async function makeIso(
-  h: TestHome,
-  file: string,
-  ids: { volume: string; system?: string; publisher?: string },
-): Promise<string> {
-  const dir = path.join(h.dir, `${file}.d`);
-  await mkdir(dir, { recursive: true });
-  await writeFile(path.join(dir, 'README.TXT'), 'phyllome test medium\n');
-  const out = path.join(h.dir, file);
-  await run('genisoimage', [
-    '-quiet',
-    '-o',
-    out,
-    '-V',
-    ids.volume,
-    ...(ids.system ? ['-sysid', ids.system] : []),
-    ...(ids.publisher ? ['-publisher', ids.publisher] : []),
-    dir,
-  ]);
-  return out;
-}
-
-/** The test guest's compressed kernel: UEFI boots it through its EFI stub (the PVH vmlinux is BIOS only). */
-const efiBoot = () => {
-  const g = guest();
-  return [
-    '--kernel',
-    path.join(path.dirname(g.kernel), 'vmlinuz'),
-    '--initrd',
-    g.initrd,
-    '--append',
-    g.append,
-  ];
-};
 
 const serial = (h: TestHome, name: string) =>
   readFile(path.join(h.home, 'vms', name, 'serial.log'), 'utf8').catch(() => '');
@@ -73,7 +39,7 @@ describe('guest profiles', () => {
       'win11',
       '--memory',
       '512M',
-      ...efiBoot(),
+      ...bootArgs('efi'),
     ]);
     expect(created.spec.firmware).toMatchObject({
       type: 'uefi',
@@ -130,20 +96,7 @@ describe('guest profiles', () => {
 
   it('fails the start clearly, leaving nothing running, when swtpm dies', async () => {
     const h = home();
-    const g = guest();
-    await ok(h, [
-      'create',
-      't',
-      '--kernel',
-      g.kernel,
-      '--initrd',
-      g.initrd,
-      '--append',
-      g.append,
-      '-m',
-      '256M',
-      '--tpm',
-    ]);
+    await createGuest(h, 't', ['--tpm']);
     // A TPM state that libtpms cannot read: swtpm fails as QEMU initialises it.
     const tpmDir = path.join(h.home, 'vms', 't', 'tpm');
     await mkdir(tpmDir, { recursive: true });
@@ -170,12 +123,12 @@ describe('guest profiles', () => {
   it('identifies Windows 11, Fedora and Debian installers from their volume descriptors', async () => {
     const h = home();
     const media = {
-      win11: await makeIso(h, 'a.iso', {
+      win11: await makeIso(h.dir, 'a.iso', {
         volume: 'CCCOMA_X64FRE_EN-US_DV9',
         publisher: 'MICROSOFT CORPORATION',
       }),
-      fedora37: await makeIso(h, 'b.iso', { volume: 'Fedora-WS-Live-37-1-7' }),
-      debian11: await makeIso(h, 'c.iso', { volume: 'Debian 11.5.0 amd64 n', system: 'LINUX' }),
+      fedora37: await makeIso(h.dir, 'b.iso', { volume: 'Fedora-WS-Live-37-1-7' }),
+      debian11: await makeIso(h.dir, 'c.iso', { volume: 'Debian 11.5.0 amd64 n', system: 'LINUX' }),
     };
     for (const [want, iso] of Object.entries(media)) {
       const plan = await json<{
@@ -189,7 +142,7 @@ describe('guest profiles', () => {
     // Nothing was created by the dry runs.
     expect(await json<Vm[]>(h, ['list'])).toEqual([]);
 
-    const unknown = await makeIso(h, 'd.iso', { volume: 'XYZZY_NOT_AN_OS' });
+    const unknown = await makeIso(h.dir, 'd.iso', { volume: 'XYZZY_NOT_AN_OS' });
     const r = await cli(h, ['create', 'y', '--iso', unknown]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/could not identify the OS.*XYZZY_NOT_AN_OS.*closest.*--os/s);
@@ -198,21 +151,9 @@ describe('guest profiles', () => {
 
   it('ejects and inserts CD-ROM media while the VM runs', async () => {
     const h = home();
-    const one = await makeIso(h, 'one.iso', { volume: 'ONE' });
-    const two = await makeIso(h, 'two.iso', { volume: 'TWO' });
-    const g = guest();
-    await ok(h, [
-      'create',
-      'cd',
-      '--kernel',
-      g.kernel,
-      '--initrd',
-      g.initrd,
-      '--append',
-      g.append,
-      '-m',
-      '256M',
-    ]);
+    const one = await makeIso(h.dir, 'one.iso', { volume: 'ONE' });
+    const two = await makeIso(h.dir, 'two.iso', { volume: 'TWO' });
+    await createGuest(h, 'cd');
     // A stopped VM without a drive gains one.
     await ok(h, ['media', 'insert', 'cd', one]);
     await ok(h, ['start', 'cd']);

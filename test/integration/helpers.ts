@@ -180,22 +180,19 @@ export async function destroyHome(h: TestHome): Promise<void> {
   await rm(h.dir, { recursive: true, force: true });
 }
 
+/**
+ * The create flags that boot the test guest. `efi`: its compressed kernel, which UEFI starts through
+ * the EFI stub (the faster PVH vmlinux boots under BIOS only).
+ */
+export function bootArgs(kind: 'pvh' | 'efi' = 'pvh'): string[] {
+  const g = guest();
+  const kernel = kind === 'efi' ? path.join(path.dirname(g.kernel), 'vmlinuz') : g.kernel;
+  return ['--kernel', kernel, '--initrd', g.initrd, '--append', g.append];
+}
+
 /** Creates a VM booting the test guest; extra CLI flags may follow. */
 export async function createGuest(h: TestHome, name: string, extra: string[] = []): Promise<void> {
-  const g = guest();
-  await ok(h, [
-    'create',
-    name,
-    '--kernel',
-    g.kernel,
-    '--initrd',
-    g.initrd,
-    '--append',
-    g.append,
-    '-m',
-    '256M',
-    ...extra,
-  ]);
+  await ok(h, ['create', name, ...bootArgs(), '-m', '256M', ...extra]);
 }
 
 /** What `phyllome status/stop --json` prints. */

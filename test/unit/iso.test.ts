@@ -1,8 +1,6 @@
-import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   identifyIso,
@@ -12,8 +10,8 @@ import {
   readIsoIdentity,
 } from '../../src/guest/iso.js';
 import { loadOsDb, type OsDb } from '../../src/guest/osinfo.js';
+import { makeIso, type IsoIds } from '../fixtures/iso.js';
 
-const run = promisify(execFile);
 let db: OsDb;
 let dir: string;
 
@@ -22,26 +20,7 @@ beforeAll(async () => {
 });
 afterAll(() => rm(dir, { recursive: true, force: true }));
 
-/** A real ISO 9660 image from genisoimage, with the identity fields an installer carries. */
-async function iso(name: string, ids: { volume: string; system?: string; publisher?: string; app?: string }) {
-  const content = path.join(dir, `${name}.d`);
-  await mkdir(content, { recursive: true });
-  await writeFile(path.join(content, 'README.TXT'), 'test\n');
-  const out = path.join(dir, `${name}.iso`);
-  const opt = (flag: string, v?: string) => (v ? [flag, v] : []);
-  await run('genisoimage', [
-    '-quiet',
-    '-o',
-    out,
-    '-V',
-    ids.volume,
-    ...opt('-sysid', ids.system),
-    ...opt('-publisher', ids.publisher),
-    ...opt('-A', ids.app),
-    content,
-  ]);
-  return out;
-}
+const iso = (name: string, ids: IsoIds) => makeIso(dir, `${name}.iso`, ids);
 
 describe('install media identification', () => {
   it('reads the primary volume descriptor (pure)', () => {
