@@ -184,6 +184,27 @@ describe('disks, live', () => {
 const markerOnDisk = (h: TestHome, name: string) =>
   inGuest(h, name, 'head -c 32 /dev/vda | tr -dc A-Z0-9-; echo');
 
+describe('disks, live, on a VM that had no key', () => {
+  const home = useHome();
+
+  it('hands QEMU the new key as a secret object before hot-plugging the first encrypted disk', async () => {
+    const h = home();
+    await createGuest(h, 'bare');
+    await ok(h, ['start', 'bare']);
+    await waitForReady(h, 'bare');
+    const vm = await json<Vm>(h, ['disk', 'add', 'bare', '--size', '16M']);
+    expect(vm.spec.disks).toMatchObject([{ id: 'disk0', encrypted: true }]);
+    let seen = '';
+    for (let i = 0; i < 60 && seen !== String((16 * 2 ** 20) / 512); i++) {
+      seen = await inGuest(h, 'bare', 'cat /sys/block/vda/size 2>/dev/null');
+    }
+    expect(seen).toBe(String((16 * 2 ** 20) / 512));
+    // The key file QEMU read is gone from the runtime folder.
+    expect(await readdir(path.join(h.run, 'vms', 'bare'))).not.toContain('key');
+    await ok(h, ['stop', 'bare', '--force']);
+  });
+});
+
 describe('snapshots', () => {
   const home = useHome();
 
