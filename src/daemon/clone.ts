@@ -1,5 +1,6 @@
 import { chmod, copyFile, cp, link, mkdir, rename } from 'node:fs/promises';
 import path from 'node:path';
+import { needsKey } from '../qemu/cmdline.js';
 import { diskId, type VmSpec } from '../spec/schema.js';
 import { copyImage, createOverlay } from '../storage/qemu-img.js';
 import { UserError } from './errors.js';
@@ -53,7 +54,7 @@ export function cloneSpec(r: CloneRequest, uuid: string, createdAt: string): VmS
 /** Refusals that need no work: the reasons a clone cannot be made. */
 export async function checkClone(r: CloneRequest): Promise<void> {
   if (!r.linked) return;
-  if (r.src.disks.some((d) => d.encrypted)) {
+  if (needsKey(r.src)) {
     throw new UserError(
       `linked clones of a VM with encrypted disks are not supported yet: make a full clone (without --linked)`,
     );
@@ -98,8 +99,16 @@ export async function makeClone(r: CloneRequest, spec: VmSpec, staging: string):
     }
     done++;
   }
-  // The UEFI variables, the TPM state and the cloud-init seed are the source's own files: copied.
-  for (const f of ['nvram.qcow2', 'cloud-init.iso']) {
+  // The UEFI variables (re-encrypted with the clone's key when encrypted), the TPM state and the
+  // cloud-init seed are the source's own files: copied.
+  if (r.src.firmware.type === 'uefi' && r.src.firmware.nvramEncrypted) {
+    await copyImage(
+      { file: path.join(r.srcDir, 'nvram.qcow2'), key: r.srcKey! },
+      { file: path.join(staging, 'nvram.qcow2'), key: r.dstKey! },
+    );
+  }
+  const plainNvram = r.src.firmware.type === 'uefi' && !r.src.firmware.nvramEncrypted;
+  for (const f of [...(plainNvram ? ['nvram.qcow2'] : []), 'cloud-init.iso']) {
     await copyFile(path.join(r.srcDir, f), path.join(staging, f)).catch((e: NodeJS.ErrnoException) => {
       if (e.code !== 'ENOENT') throw e;
     });

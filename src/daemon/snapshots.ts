@@ -92,7 +92,10 @@ function images(t: SnapshotTarget): { node: string; image: Image }[] {
       image: { file: d.path, ...(d.encrypted && t.key ? { key: t.key } : {}) },
     });
   });
-  if (t.spec.firmware.type === 'uefi') out.push({ node: 'fw-vars', image: { file: t.nvram } });
+  if (t.spec.firmware.type === 'uefi') {
+    const key = t.spec.firmware.nvramEncrypted && t.key ? { key: t.key } : {};
+    out.push({ node: 'fw-vars', image: { file: t.nvram, ...key } });
+  }
   return out;
 }
 

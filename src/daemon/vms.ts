@@ -12,7 +12,7 @@ import { QmpClient, type QmpEvent } from '../qemu/qmp.js';
 import { isQemuFor, killQemu, readPidfile, spawnDetached, waitGone } from '../qemu/process.js';
 import { diskId, parseSpecInput, SCHEMA_VERSION, type DiskSpec, type VmSpec } from '../spec/schema.js';
 import { formatSize, parseSize, SizeError } from '../spec/size.js';
-import { createQcow2, imageInfo, QemuImgError, rawToQcow2, resizeImage } from '../storage/qemu-img.js';
+import { copyImage, createQcow2, imageInfo, QemuImgError, resizeImage } from '../storage/qemu-img.js';
 import { SeedIsoError, writeSeedIso } from '../storage/seed-iso.js';
 import { checkCloudInit, CloudInitError, cloudInitFiles, type CloudInit } from '../guest/cloud-init.js';
 import { findSwtpm, isSwtpmFor, startSwtpm, stopSwtpm, SwtpmError, swtpmLogTail } from '../qemu/swtpm.js';
@@ -325,6 +325,11 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
         ...parsed,
         // Every disk gets a stable id (its QEMU node name) for live operations and snapshots.
         disks: parsed.disks.map((d, i) => ({ ...d, id: diskId(d, i) })),
+        // A VM made with encrypted disks keeps its UEFI variables encrypted too.
+        firmware:
+          parsed.firmware.type === 'uefi'
+            ? { ...parsed.firmware, nvramEncrypted: newDisks.some((d) => d.encrypted) }
+            : parsed.firmware,
         schemaVersion: SCHEMA_VERSION,
         uuid: randomUUID(),
         createdAt: new Date().toISOString(),
@@ -348,7 +353,14 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
         }
         if (spec.firmware.type === 'uefi') {
           const nvram = stateFiles(this.layout, spec.name).nvram;
-          await rawToQcow2(spec.firmware.varsTemplate, path.join(staging, path.basename(nvram)));
+          // qcow2, so it can be snapshotted with the disks; encrypted like them.
+          await copyImage(
+            { file: spec.firmware.varsTemplate, format: 'raw' },
+            {
+              file: path.join(staging, path.basename(nvram)),
+              ...(spec.firmware.nvramEncrypted ? { key: key! } : {}),
+            },
+          );
         }
       };
       try {

@@ -1,7 +1,7 @@
 import { pickFirmware, type FirmwareDescriptor } from '../host/firmware.js';
 import { formatSize, parseSize } from '../spec/size.js';
 import type { Accel } from '../qemu/cmdline.js';
-import type { CdromSpec, FirmwareSpec, GraphicsSpec, NicSpec, VmSpecInput } from '../spec/schema.js';
+import type { CdromSpec, FirmwareChoice, GraphicsSpec, NicSpec, VmSpecInput } from '../spec/schema.js';
 import type { GuestFamily, Intent, Strategy } from './graphics-plan.js';
 import type { OsEntry } from './osinfo.js';
 
@@ -155,7 +155,7 @@ export function planGuest(req: PlanRequest, host: HostOffer): GuestPlan {
         ? 'the i440fx machine gets BIOS, which old OSes expect'
         : `osinfo-db does not list UEFI support for ${os.name}: BIOS`;
   }
-  let firmware: FirmwareSpec = { type: 'bios' };
+  let firmware: FirmwareChoice = { type: 'bios' };
   if (fwWant !== 'bios') {
     firmware = pickFirmware(host.firmware, { machine, secureBoot: fwWant === 'uefi-secure' });
   }

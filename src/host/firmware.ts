@@ -1,6 +1,6 @@
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { FirmwareSpec } from '../spec/schema.js';
+import type { FirmwareChoice } from '../spec/schema.js';
 
 /** One of QEMU's firmware descriptors (docs/interop/firmware.json), as far as Phyllome uses it. */
 export interface FirmwareDescriptor {
@@ -90,7 +90,7 @@ export interface FirmwareNeeds {
  * Secure Boot and enrolled keys when asked and without Secure Boot otherwise, so a plain UEFI VM does
  * not get firmware that refuses unsigned kernels.
  */
-export function pickFirmware(descriptors: FirmwareDescriptor[], needs: FirmwareNeeds): FirmwareSpec {
+export function pickFirmware(descriptors: FirmwareDescriptor[], needs: FirmwareNeeds): FirmwareChoice {
   const fits = (d: FirmwareDescriptor) =>
     d.interfaceTypes.includes('uefi') &&
     d.device === 'flash' &&

@@ -168,6 +168,10 @@ const blockdev = (
   }),
 ];
 
+/** The VM's key, as QEMU knows it: a secret object its encrypted images name. */
+export const KEY_SECRET = 'vmkey';
+const luks = { 'encrypt.format': 'luks', 'encrypt.key-secret': KEY_SECRET };
+
 /**
  * UEFI: the code is read-only, the variables are the VM's own qcow2 copy. Secure Boot firmware must be
  * writable only from SMM, or the guest OS could rewrite the key databases.
@@ -176,7 +180,7 @@ const firmware = ({ spec, state }: LaunchPlan): string[] => {
   if (spec.firmware.type !== 'uefi') return [];
   return [
     ...blockdev('fw-code', spec.firmware.code, 'raw', true),
-    ...blockdev('fw-vars', state.nvram, 'qcow2', false),
+    ...blockdev('fw-vars', state.nvram, 'qcow2', false, spec.firmware.nvramEncrypted ? luks : {}),
     ...(spec.firmware.smm
       ? ['-global', opts(undefined, { driver: 'cfi.pflash01', property: 'secure', value: 'on' })]
       : []),
@@ -212,20 +216,12 @@ const cdrom = (spec: VmSpec, cd: CdromSpec, index: number): string[] => [
   }),
 ];
 
-export const KEY_SECRET = 'vmkey';
-
 const disk = (spec: VmSpec, d: DiskSpec, index: number): string[] => {
   const bootindex = spec.cdroms.length + index + 1;
   const ata = spec.disks.slice(0, index).filter((x) => x.bus !== 'virtio').length;
   const node = diskId(d, index);
   return [
-    ...blockdev(
-      node,
-      d.path,
-      d.format,
-      d.readOnly,
-      d.encrypted ? { 'encrypt.format': 'luks', 'encrypt.key-secret': KEY_SECRET } : {},
-    ),
+    ...blockdev(node, d.path, d.format, d.readOnly, d.encrypted ? luks : {}),
     '-device',
     d.bus === 'virtio'
       ? opts('virtio-blk-pci', { drive: node, id: `${node}-dev`, bootindex })
@@ -234,7 +230,8 @@ const disk = (spec: VmSpec, d: DiskSpec, index: number): string[] => {
 };
 
 /** Whether the VM needs its key from the keystore to start. */
-export const needsKey = (spec: VmSpec): boolean => spec.disks.some((d) => d.encrypted);
+export const needsKey = (spec: VmSpec): boolean =>
+  spec.disks.some((d) => d.encrypted) || (spec.firmware.type === 'uefi' && spec.firmware.nvramEncrypted);
 
 /** Empty PCIe root ports on q35: devices on the root bus cannot be hot-plugged, these can. */
 export const HOTPLUG_PORTS = 4;

@@ -80,6 +80,8 @@ export const firmwareSpec = z.discriminatedUnion('type', [
     enrolledKeys: z.boolean(),
     /** Secure Boot firmware keeps its variables safe from the OS only with SMM. */
     smm: z.boolean(),
+    /** The variable store is LUKS-encrypted with the VM's key (VMs created with encrypted disks). */
+    nvramEncrypted: z.boolean().default(false),
   }),
 ]);
 
@@ -212,6 +214,7 @@ export type DiskSpec = z.output<typeof diskSpec>;
 export type GraphicsSpec = z.output<typeof graphicsSpec>;
 export type CdromSpec = z.output<typeof cdromSpec>;
 export type FirmwareSpec = z.output<typeof firmwareSpec>;
+export type FirmwareChoice = z.input<typeof firmwareSpec>;
 export type NicSpec = z.output<typeof nicSpec>;
 
 export { VM_NAME_RE };

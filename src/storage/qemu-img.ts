@@ -124,10 +124,6 @@ export const createQcow2 = (img: Image, bytes: number): Promise<unknown> =>
     ]),
   );
 
-/** A raw image (an NVRAM template) as qcow2, so it can be snapshotted with the disks. */
-export const rawToQcow2 = (from: string, to: string): Promise<unknown> =>
-  run(['convert', '-q', '-f', 'raw', '-O', 'qcow2', from, to]);
-
 export const resizeImage = (img: Image, bytes: number): Promise<unknown> =>
   onImage('resize', img, ['-q'], [String(bytes)]);
 

@@ -58,7 +58,9 @@ describe('guest profiles', () => {
       '--output=json',
       path.join(vmDir, 'nvram.qcow2'),
     ]);
-    expect(JSON.parse(info)).toMatchObject({ format: 'qcow2' });
+    // Encrypted with the VM's key, like its disk.
+    expect(JSON.parse(info)).toMatchObject({ format: 'qcow2', encrypted: true });
+    expect(created.spec.firmware).toMatchObject({ nvramEncrypted: true });
     const { stdout: disk } = await run('qemu-img', [
       'info',
       '--output=json',

@@ -182,6 +182,24 @@ describe('QEMU command line', () => {
     // Disks without an id keep their place's name.
     expect(args).toContain('driver=raw,file=disk1-file,node-name=disk1,read-only=off');
     expect(args.join(' ')).not.toMatch(/data=/);
+    const uefi = parseSpec({
+      ...identity,
+      name: 'u',
+      firmware: {
+        type: 'uefi',
+        code: '/c',
+        varsTemplate: '/v',
+        secureBoot: false,
+        enrolledKeys: false,
+        smm: false,
+        nvramEncrypted: true,
+      },
+    });
+    const withVars = buildQemuArgs(plan(uefi));
+    expect(withVars).toContain(
+      'driver=qcow2,file=fw-vars-file,node-name=fw-vars,read-only=off,encrypt.format=luks,encrypt.key-secret=vmkey',
+    );
+    expect(withVars).toContain('secret,id=vmkey,file=/run/phyllome/vms/demo/key,format=raw');
     expect(() =>
       parseSpec({ ...identity, name: 'x', disks: [{ path: '/r.img', format: 'raw', encrypted: true }] }),
     ).toThrow(/disks\[0\]\.encrypted: only qcow2 disks can be encrypted/);
