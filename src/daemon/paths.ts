@@ -44,7 +44,13 @@ export const runtimeDir = (layout: Layout, name: string): string => path.join(la
 export function runtimeFiles(
   layout: Layout,
   name: string,
-): RuntimeFiles & { dir: string; qemuLog: string; serialLog: string; swtpmPidfile: string } {
+): RuntimeFiles & {
+  dir: string;
+  qemuLog: string;
+  serialLog: string;
+  swtpmPidfile: string;
+  swtpmKey: string;
+} {
   const dir = runtimeDir(layout, name);
   return {
     dir,
@@ -55,6 +61,7 @@ export function runtimeFiles(
     tpm: path.join(dir, 'swtpm.sock'),
     key: path.join(dir, 'key'),
     swtpmPidfile: path.join(dir, 'swtpm.pid'),
+    swtpmKey: path.join(dir, 'swtpm.key'),
     // Logs outlive the runtime folder so a crash can be read after cleanup.
     serialLog: path.join(vmDir(layout, name), 'serial.log'),
     qemuLog: path.join(vmDir(layout, name), 'qemu.log'),

@@ -135,7 +135,9 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     }
     // Keys of VMs that never came to be (a create killed midway); only when every VM was read.
     if (!unreadable) {
-      const gone = await this.keystore.prune(new Set([...this.vms.values()].map((v) => v.spec.uuid)));
+      const gone = await this.keystore.prune(
+        new Set([...this.vms.values()].flatMap((v) => [v.spec.uuid, tpmKeyId(v.spec.uuid)])),
+      );
       if (gone.length) this.log.warn({ keys: gone.length }, 'dropped keys of VMs a crash left unmade');
     }
   }
@@ -325,7 +327,8 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
         ...parsed,
         // Every disk gets a stable id (its QEMU node name) for live operations and snapshots.
         disks: parsed.disks.map((d, i) => ({ ...d, id: diskId(d, i) })),
-        // A VM made with encrypted disks keeps its UEFI variables encrypted too.
+        // A VM made with encrypted disks keeps its UEFI variables and TPM state encrypted too.
+        tpmEncrypted: parsed.tpm && newDisks.some((d) => d.encrypted),
         firmware:
           parsed.firmware.type === 'uefi'
             ? { ...parsed.firmware, nvramEncrypted: newDisks.some((d) => d.encrypted) }
@@ -342,6 +345,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
         );
       }
       const key = needsKey(spec) ? await this.keystore.newKey(spec.uuid).catch(keystoreError) : undefined;
+      if (spec.tpmEncrypted) await this.keystore.newKey(tpmKeyId(spec.uuid)).catch(keystoreError);
       // Made under the staging folder, the files land at their final paths with its rename.
       const makeFiles = async (staging: string) => {
         for (const d of newDisks) {
@@ -374,7 +378,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
           }
         });
       } catch (e) {
-        if (key) await this.keystore.removeKey(spec.uuid);
+        await this.forgetKeys(spec.uuid);
         throw e;
       }
       this.vms.set(spec.name, { spec, state: 'stopped' });
@@ -391,6 +395,11 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     ))
       ? 'locked'
       : 'absent';
+  }
+
+  private async forgetKeys(uuid: string): Promise<void> {
+    await this.keystore.removeKey(uuid);
+    await this.keystore.removeKey(tpmKeyId(uuid));
   }
 
   /** Where create puts a VM's cloud-init seed, so a plan can name it beforehand. */
@@ -469,12 +478,23 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     try {
       checkSocketPath(files.tpm);
       const binary = await findSwtpm();
-      return await startSwtpm(binary, {
-        stateDir: state.tpmState,
-        socket: files.tpm,
-        pidfile: files.swtpmPidfile,
-        log: state.swtpmLog,
-      });
+      const keyFile = vm.spec.tpmEncrypted ? files.swtpmKey : undefined;
+      if (keyFile) {
+        const key = await this.keystore.keyFor(tpmKeyId(vm.spec.uuid)).catch(keystoreError);
+        await writeFile(keyFile, Buffer.from(key, 'base64').toString('hex'), { mode: 0o600, flag: 'wx' });
+      }
+      try {
+        return await startSwtpm(binary, {
+          stateDir: state.tpmState,
+          socket: files.tpm,
+          pidfile: files.swtpmPidfile,
+          log: state.swtpmLog,
+          ...(keyFile ? { keyFile } : {}),
+        });
+      } finally {
+        // swtpm removes it once read; this covers an swtpm that never got that far.
+        if (keyFile) await rm(keyFile, { force: true });
+      }
     } catch (e) {
       if (!(e instanceof SwtpmError)) throw e;
       await rm(files.dir, { recursive: true, force: true });
@@ -611,10 +631,14 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
         const spec = cloneSpec(req, randomUUID(), new Date().toISOString());
         if (needsKey(src.spec)) req.srcKey = await this.keystore.keyFor(src.spec.uuid).catch(keystoreError);
         if (needsKey(spec)) req.dstKey = await this.keystore.newKey(spec.uuid).catch(keystoreError);
+        // The TPM is copied whole, so its state keeps its key.
+        if (spec.tpmEncrypted) {
+          await this.keystore.copyKey(tpmKeyId(src.spec.uuid), tpmKeyId(spec.uuid)).catch(keystoreError);
+        }
         try {
           await this.store.create(spec, (staging) => makeClone(req, spec, staging).catch(qemuImgError));
         } catch (e) {
-          if (req.dstKey) await this.keystore.removeKey(spec.uuid);
+          await this.forgetKeys(spec.uuid);
           throw e;
         }
         if (req.linked) {
@@ -641,7 +665,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
         await this.halt(vm, { force: true });
       }
       await this.store.delete(name);
-      await this.keystore.removeKey(vm.spec.uuid);
+      await this.forgetKeys(vm.spec.uuid);
       this.vms.delete(name);
       this.emitEvent({ type: 'deleted', vm: name });
     });
@@ -1023,6 +1047,9 @@ function diskIndex(spec: VmSpec, id: string): number {
   }
   return index;
 }
+
+/** The keystore entry of a VM's TPM state key: separate from its disk key, so a clone can share it. */
+const tpmKeyId = (uuid: string) => `${uuid}/tpm`;
 
 const qemuImgError = (e: unknown): never => {
   if (e instanceof QemuImgError) throw new UserError(e.message);

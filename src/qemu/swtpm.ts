@@ -13,6 +13,8 @@ export interface SwtpmFiles {
   socket: string;
   pidfile: string;
   log: string;
+  /** A 0600 file with the state's AES key (hex); swtpm removes it once read. */
+  keyFile?: string;
 }
 
 /** swtpm splits its options on `,` with no escape: a path holding one would be misread, so refuse it. */
@@ -37,6 +39,7 @@ export function swtpmArgs(f: SwtpmFiles): string[] {
     '--pid',
     `file=${plain(f.pidfile)}`,
     '--terminate',
+    ...(f.keyFile ? ['--key', `file=${plain(f.keyFile)},format=hex,mode=aes-256-cbc,remove=true`] : []),
     '--log',
     'level=1',
   ];

@@ -136,6 +136,8 @@ export const vmSpecInputFields = z.strictObject({
   firmware: firmwareSpec.default({ type: 'bios' }),
   /** A TPM 2.0 emulated by swtpm, its state in the VM's folder. */
   tpm: z.boolean().default(false),
+  /** swtpm encrypts that state with the VM's TPM key (VMs created with encrypted disks). */
+  tpmEncrypted: z.boolean().default(false),
   /** Hyper-V enlightenments: Windows runs faster and keeps time better with them. */
   hyperv: z.boolean().default(false),
   /** Windows keeps the hardware clock in local time, everything else in UTC. */

@@ -180,6 +180,18 @@ export class Keystore {
     });
   }
 
+  /** The same key under another name (a clone's copied TPM state). */
+  copyKey(from: string, to: string): Promise<void> {
+    const kek = this.requireKek();
+    return this.serial(async () => {
+      const store = (await this.read())!;
+      const sealed = store.keys[from];
+      if (!sealed) throw new KeystoreError(`the keystore has no key for ${from}`, 'missing-key');
+      store.keys[to] = seal(kek, open(kek, sealed, from), to);
+      await this.write(store);
+    });
+  }
+
   removeKey(vm: string): Promise<void> {
     return this.serial(async () => {
       const store = await this.read();

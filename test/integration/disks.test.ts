@@ -346,6 +346,8 @@ describe('clones', () => {
     const src = await json<Vm>(h, ['status', 'src']);
     expect(copy.uuid).not.toBe(src.uuid);
     expect(copy.spec.nics[0]!.mac).not.toBe(src.spec.nics[0]!.mac);
+    // The TPM state is encrypted; the clone's copy opens with the same TPM key (it starts below).
+    expect(copy.spec.tpmEncrypted).toBe(true);
     expect(copy.spec.disks[0]).toMatchObject({
       encrypted: true,
       path: path.join(h.home, 'vms', 'copy', 'disk0.qcow2'),

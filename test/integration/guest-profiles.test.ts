@@ -61,6 +61,7 @@ describe('guest profiles', () => {
     // Encrypted with the VM's key, like its disk.
     expect(JSON.parse(info)).toMatchObject({ format: 'qcow2', encrypted: true });
     expect(created.spec.firmware).toMatchObject({ nvramEncrypted: true });
+    expect(created.spec.tpmEncrypted).toBe(true);
     const { stdout: disk } = await run('qemu-img', [
       'info',
       '--output=json',
@@ -76,6 +77,8 @@ describe('guest profiles', () => {
     const swtpm = (await readPidfile(path.join(h.run, 'vms', 'w11', 'swtpm.pid')))!;
     const tpmDir = path.join(vmDir, 'tpm');
     expect(await isSwtpmFor(swtpm, tpmDir)).toBe(true);
+    // swtpm read its state key and removed the file.
+    expect(await readdir(path.join(h.run, 'vms', 'w11'))).not.toContain('swtpm.key');
 
     await ok(h, ['stop', 'w11']);
     // swtpm goes with QEMU; the TPM's state stays in the VM's folder.

@@ -32,6 +32,7 @@ describe('VM spec', () => {
       machine: 'q35',
       firmware: { type: 'bios' },
       tpm: false,
+      tpmEncrypted: false,
       hyperv: false,
       clock: 'utc',
       cdroms: [],
