@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { buildQemuArgs, type LaunchPlan } from '../../src/qemu/cmdline.js';
 import { escapeOptValue, opts, parseOpts, QemuOptError } from '../../src/qemu/opts.js';
 import { parseSpec, SpecError, type VmSpec } from '../../src/spec/schema.js';
+import { MS_SECURE_BOOT } from '../fixtures/firmware-choice.js';
 
 const identity = {
   schemaVersion: 1,
@@ -129,14 +130,7 @@ describe('QEMU command line', () => {
       memory: '4G',
       cpus: 2,
       os: 'win11',
-      firmware: {
-        type: 'uefi',
-        code: '/usr/share/OVMF/OVMF_CODE_4M.ms.fd',
-        varsTemplate: '/usr/share/OVMF/OVMF_VARS_4M.ms.fd',
-        secureBoot: true,
-        enrolledKeys: true,
-        smm: true,
-      },
+      firmware: MS_SECURE_BOOT,
       tpm: true,
       hyperv: true,
       clock: 'localtime',

@@ -5,6 +5,7 @@ import { loadOsDb, resolveOs, type OsDb } from '../../src/guest/osinfo.js';
 import { planGuest, type HostOffer, type PlanRequest } from '../../src/guest/plan.js';
 import { parseSize } from '../../src/spec/size.js';
 import { parseSpecInput } from '../../src/spec/schema.js';
+import { MS_SECURE_BOOT } from '../fixtures/firmware-choice.js';
 
 // Debian's ovmf descriptors, recorded: the planner must pick from what QEMU's descriptors say.
 const FIRMWARE = path.join(import.meta.dirname, '../fixtures/firmware');
@@ -63,14 +64,7 @@ describe('firmware from QEMU descriptors', () => {
       '50-edk2-x86_64-secure.json',
       '60-edk2-x86_64.json',
     ]);
-    expect(pickFirmware(firmware, { machine: 'q35', secureBoot: true })).toEqual({
-      type: 'uefi',
-      code: '/usr/share/OVMF/OVMF_CODE_4M.ms.fd',
-      varsTemplate: '/usr/share/OVMF/OVMF_VARS_4M.ms.fd',
-      secureBoot: true,
-      enrolledKeys: true,
-      smm: true,
-    });
+    expect(pickFirmware(firmware, { machine: 'q35', secureBoot: true })).toEqual(MS_SECURE_BOOT);
     // Plain UEFI is the firmware without Secure Boot, so unsigned kernels boot.
     expect(pickFirmware(firmware, { machine: 'q35', secureBoot: false })).toMatchObject({
       code: '/usr/share/OVMF/OVMF_CODE_4M.fd',
