@@ -4,6 +4,7 @@ import { needsKey } from '../qemu/cmdline.js';
 import { diskId, type VmSpec } from '../spec/schema.js';
 import { copyImage, createOverlay } from '../storage/qemu-img.js';
 import { UserError } from './errors.js';
+import { unlessMissing } from './files.js';
 import { randomMac } from './planning.js';
 import { readSnapshots } from './snapshots.js';
 
@@ -109,16 +110,10 @@ export async function makeClone(r: CloneRequest, spec: VmSpec, staging: string):
   }
   const plainNvram = r.src.firmware.type === 'uefi' && !r.src.firmware.nvramEncrypted;
   for (const f of [...(plainNvram ? ['nvram.qcow2'] : []), 'cloud-init.iso']) {
-    await copyFile(path.join(r.srcDir, f), path.join(staging, f)).catch((e: NodeJS.ErrnoException) => {
-      if (e.code !== 'ENOENT') throw e;
-    });
+    await copyFile(path.join(r.srcDir, f), path.join(staging, f)).catch(unlessMissing);
   }
   if (r.src.tpm) {
-    await cp(path.join(r.srcDir, 'tpm'), path.join(staging, 'tpm'), { recursive: true }).catch(
-      (e: NodeJS.ErrnoException) => {
-        if (e.code !== 'ENOENT') throw e;
-      },
-    );
+    await cp(path.join(r.srcDir, 'tpm'), path.join(staging, 'tpm'), { recursive: true }).catch(unlessMissing);
   }
   r.onProgress?.(100);
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { open, rename, rm } from 'node:fs/promises';
+import { access, open, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 
 async function fsyncDir(dir: string): Promise<void> {
@@ -31,6 +31,17 @@ export async function writeFileAtomic(file: string, data: string | Buffer, mode 
     throw e;
   }
   await fsyncDir(path.dirname(file));
+}
+
+export const exists = (p: string): Promise<boolean> =>
+  access(p).then(
+    () => true,
+    () => false,
+  );
+
+/** A `.catch()` for copies of optional files: a missing one is fine, any other failure is not. */
+export function unlessMissing(e: NodeJS.ErrnoException): void {
+  if (e.code !== 'ENOENT') throw e;
 }
 
 export const writeJsonAtomic = (file: string, value: unknown): Promise<void> =>

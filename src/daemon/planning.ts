@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { access } from 'node:fs/promises';
 import path from 'node:path';
 import type { AccelDecision } from '../host/accel.js';
 import { FIRMWARE_DIRS, FirmwareError, readFirmwareDescriptors } from '../host/firmware.js';
@@ -12,6 +11,7 @@ import { loadOsDb, OsInfoError, resolveOs, searchOs, type OsDb, type OsEntry } f
 import { guestFamily, planGuest, PlanError, type GuestPlan, type Overrides } from '../guest/plan.js';
 import type { VmSpecInput } from '../spec/schema.js';
 import { UserError } from './errors.js';
+import { exists } from './files.js';
 
 export interface PlanBody {
   name: string;
@@ -31,12 +31,6 @@ export interface PlanAnswer extends GuestPlan {
 
 /** Where Fedora's virtio-win package puts the driver ISO; Debian has no package for it. */
 const VIRTIO_WIN = '/usr/share/virtio-win/virtio-win.iso';
-
-const exists = (p: string) =>
-  access(p).then(
-    () => true,
-    () => false,
-  );
 
 /** A locally administered MAC in QEMU's 52:54:00 range. */
 export const randomMac = (): string =>

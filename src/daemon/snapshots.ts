@@ -4,7 +4,7 @@ import type { QmpClient } from '../qemu/qmp.js';
 import { diskId, type VmSpec } from '../spec/schema.js';
 import { imageInfo, snapshotImage, type Image } from '../storage/qemu-img.js';
 import { UserError } from './errors.js';
-import { writeJsonAtomic } from './files.js';
+import { unlessMissing, writeJsonAtomic } from './files.js';
 
 /** One snapshot: every writable qcow2 disk, the UEFI variables and the TPM state, taken as one unit. */
 export interface Snapshot {
@@ -154,10 +154,8 @@ export async function createSnapshot(t: SnapshotTarget, name: string): Promise<S
 async function copyTpm(t: SnapshotTarget, name: string): Promise<void> {
   if (!t.spec.tpm) return;
   await rm(tpmCopy(t.dir, name), { recursive: true, force: true });
-  await cp(t.tpmState, tpmCopy(t.dir, name), { recursive: true }).catch((e: NodeJS.ErrnoException) => {
-    // A TPM that never ran has no state yet: nothing to keep.
-    if (e.code !== 'ENOENT') throw e;
-  });
+  // A TPM that never ran has no state yet: nothing to keep.
+  await cp(t.tpmState, tpmCopy(t.dir, name), { recursive: true }).catch(unlessMissing);
 }
 
 /** Removes every trace of a snapshot (a half-made one included) and its journal entry. */
@@ -225,13 +223,9 @@ export async function revertSnapshot(t: SnapshotTarget, name: string): Promise<v
     // Swapped in whole: a crash leaves the old state or the snapshot's, never a mix.
     const staged = `${t.tpmState}.reverting`;
     await rm(staged, { recursive: true, force: true });
-    await cp(tpmCopy(t.dir, name), staged, { recursive: true }).catch((e: NodeJS.ErrnoException) => {
-      if (e.code !== 'ENOENT') throw e;
-    });
+    await cp(tpmCopy(t.dir, name), staged, { recursive: true }).catch(unlessMissing);
     await rm(t.tpmState, { recursive: true, force: true });
-    await rename(staged, t.tpmState).catch((e: NodeJS.ErrnoException) => {
-      if (e.code !== 'ENOENT') throw e;
-    });
+    await rename(staged, t.tpmState).catch(unlessMissing);
   }
   await write(t.dir, { ...f, current: name });
 }

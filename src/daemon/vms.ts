@@ -17,6 +17,7 @@ import { SeedIsoError, writeSeedIso } from '../storage/seed-iso.js';
 import { checkCloudInit, CloudInitError, cloudInitFiles, type CloudInit } from '../guest/cloud-init.js';
 import { findSwtpm, isSwtpmFor, startSwtpm, stopSwtpm, SwtpmError, swtpmLogTail } from '../qemu/swtpm.js';
 import { conflict, notFound, UserError } from './errors.js';
+import { exists } from './files.js';
 import { KeyedLock } from './lock.js';
 import { checkSocketPath, runtimeFiles, stateFiles, vmDir, type Layout } from './paths.js';
 import { SerialHub } from './serial.js';
@@ -389,12 +390,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
 
   async keystoreState(): Promise<'absent' | 'locked' | 'unlocked'> {
     if (this.keystore.unlocked) return 'unlocked';
-    return (await access(this.keystore.file).then(
-      () => true,
-      () => false,
-    ))
-      ? 'locked'
-      : 'absent';
+    return (await exists(this.keystore.file)) ? 'locked' : 'absent';
   }
 
   private async forgetKeys(uuid: string): Promise<void> {
@@ -1055,12 +1051,6 @@ const qemuImgError = (e: unknown): never => {
   if (e instanceof QemuImgError) throw new UserError(e.message);
   throw e;
 };
-
-const exists = (p: string) =>
-  access(p).then(
-    () => true,
-    () => false,
-  );
 
 const absolute = (p: string) => path.resolve(p);
 

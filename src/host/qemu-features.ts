@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { access } from 'node:fs/promises';
+import { exists } from '../daemon/files.js';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
@@ -24,12 +24,6 @@ async function ask(binary: string, args: string[]): Promise<string | undefined> 
     return undefined;
   }
 }
-
-const exists = (p: string) =>
-  access(p).then(
-    () => true,
-    () => false,
-  );
 
 /** Names listed after a header line, one per line (`-accel help`, `-display help`). */
 const listed = (text: string | undefined): string[] =>

@@ -1,10 +1,11 @@
-import { access, mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { exists } from '../daemon/files.js';
 import { argvOf, spawnDetached } from './process.js';
 
 export class SwtpmError extends Error {}
 
-export const SWTPM_INSTALL_HINT =
+const SWTPM_INSTALL_HINT =
   'apt-get install swtpm swtpm-tools (Debian) or dnf install swtpm swtpm-tools (Fedora)';
 
 export interface SwtpmFiles {
@@ -50,14 +51,7 @@ export async function findSwtpm(env: NodeJS.ProcessEnv = process.env): Promise<s
   const candidates = env.PHYLLOME_SWTPM
     ? [env.PHYLLOME_SWTPM]
     : (env.PATH ?? '/usr/bin:/bin').split(':').map((d) => path.join(d, 'swtpm'));
-  for (const c of candidates) {
-    try {
-      await access(c);
-      return c;
-    } catch {
-      /* next */
-    }
-  }
+  for (const c of candidates) if (await exists(c)) return c;
   throw new SwtpmError(`this VM has a TPM, but swtpm is not installed: ${SWTPM_INSTALL_HINT}`);
 }
 
@@ -66,7 +60,8 @@ export const isSwtpmFor = async (pid: number, stateDir: string): Promise<boolean
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const tail = async (file: string) =>
+/** The last lines of swtpm's log, for error messages. */
+export const swtpmLogTail = async (file: string) =>
   (await readFile(file, 'utf8').catch(() => '')).trim().split('\n').slice(-3).join(' / ');
 
 /**
@@ -78,13 +73,11 @@ export async function startSwtpm(binary: string, f: SwtpmFiles, timeoutMs = 5000
   const pid = spawnDetached(binary, swtpmArgs(f), f.log);
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const up = await access(f.socket).then(
-      () => true,
-      () => false,
-    );
-    if (up) return pid;
+    if (await exists(f.socket)) return pid;
     if (!(await isSwtpmFor(pid, f.stateDir))) {
-      throw new SwtpmError(`swtpm exited at start: ${(await tail(f.log)) || 'no message'}; see ${f.log}`);
+      throw new SwtpmError(
+        `swtpm exited at start: ${(await swtpmLogTail(f.log)) || 'no message'}; see ${f.log}`,
+      );
     }
     if (Date.now() > deadline) {
       stopSwtpm(pid);
@@ -102,5 +95,3 @@ export function stopSwtpm(pid: number): void {
     /* gone */
   }
 }
-
-export const swtpmLogTail = tail;
