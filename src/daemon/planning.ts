@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import path from 'node:path';
 import type { AccelDecision } from '../host/accel.js';
 import { FIRMWARE_DIRS, FirmwareError, readFirmwareDescriptors } from '../host/firmware.js';
 import type { QemuInfo } from '../host/qemu-binary.js';
@@ -8,9 +7,9 @@ import { readHost } from '../host/report.js';
 import { planGraphics, type Intent } from '../guest/graphics-plan.js';
 import { identifyIso, IsoError } from '../guest/iso.js';
 import { loadOsDb, OsInfoError, resolveOs, searchOs, type OsDb, type OsEntry } from '../guest/osinfo.js';
-import { guestFamily, planGuest, PlanError, type GuestPlan, type Overrides } from '../guest/plan.js';
+import { guestFamily, planGuest, type GuestPlan, type Overrides } from '../guest/plan.js';
 import type { VmSpecInput } from '../spec/schema.js';
-import { UserError } from './errors.js';
+import { UserError, userErrorsFrom } from './errors.js';
 import { exists } from './files.js';
 
 export interface PlanBody {
@@ -58,25 +57,26 @@ export class GuestPlanner {
   }
 
   async listOs(search?: string): Promise<{ version: string; entries: OsEntry[] }> {
-    const db = await this.db().catch(userError);
+    const db = await this.db().catch(osError);
     return { version: db.version, entries: searchOs(db, search) };
   }
 
   async plan(body: PlanBody): Promise<PlanAnswer> {
-    const db = await this.db().catch(userError);
+    const db = await this.db().catch(osError);
     let os: OsEntry;
     let note: string | undefined;
     let identifiedFrom: string | undefined;
-    if (body.iso && !path.isAbsolute(body.iso)) throw new UserError('iso must be an absolute path');
     if (body.iso && !(await exists(body.iso))) {
       throw new UserError(`iso: ${body.iso} does not exist or is not readable: check the path`);
     }
     if (body.os) {
-      ({ entry: os, note } = await Promise.resolve()
-        .then(() => resolveOs(db, body.os!))
-        .catch(userError));
+      try {
+        ({ entry: os, note } = resolveOs(db, body.os));
+      } catch (e) {
+        osError(e);
+      }
     } else if (body.iso) {
-      const found = await identifyIso(db, body.iso).catch(userError);
+      const found = await identifyIso(db, body.iso).catch(osError);
       os = found.match.entry;
       identifiedFrom = `volume id "${found.identity.volumeId}"`;
     } else {
@@ -118,7 +118,7 @@ export class GuestPlanner {
         },
       );
     } catch (e) {
-      if (e instanceof FirmwareError || e instanceof PlanError) {
+      if (e instanceof FirmwareError) {
         const searched = firmwareDirs === FIRMWARE_DIRS ? '' : ` (searched ${firmwareDirs.join(', ')})`;
         throw new UserError(`${(e as Error).message}${searched}`);
       }
@@ -136,7 +136,5 @@ export class GuestPlanner {
   }
 }
 
-function userError(e: unknown): never {
-  if (e instanceof OsInfoError || e instanceof IsoError) throw new UserError(e.message);
-  throw e;
-}
+/** Unknown OSes, unreadable or unidentified ISOs and a missing osinfo-db are the user's to fix. */
+const osError: (e: unknown) => never = userErrorsFrom(OsInfoError, IsoError);

@@ -16,7 +16,7 @@ import { copyImage, createQcow2, imageInfo, QemuImgError, resizeImage } from '..
 import { SeedIsoError, writeSeedIso } from '../storage/seed-iso.js';
 import { checkCloudInit, CloudInitError, cloudInitFiles, type CloudInit } from '../guest/cloud-init.js';
 import { findSwtpm, isSwtpmFor, startSwtpm, stopSwtpm, SwtpmError, swtpmLogTail } from '../qemu/swtpm.js';
-import { conflict, notFound, UserError } from './errors.js';
+import { conflict, notFound, UserError, userErrorsFrom } from './errors.js';
 import { exists } from './files.js';
 import { KeyedLock } from './lock.js';
 import { checkSocketPath, runtimeFiles, stateFiles, vmDir, type Layout } from './paths.js';
@@ -316,8 +316,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
       try {
         checkCloudInit(cloudInit);
       } catch (e) {
-        if (e instanceof CloudInitError) throw new UserError(e.message);
-        throw e;
+        userErrorsFrom(CloudInitError)(e);
       }
     }
     return this.withLock(parsed.name, 'create', async () => {
@@ -339,7 +338,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
         createdAt: new Date().toISOString(),
       };
       await checkFiles(spec, new Set([...newDisks.map((d) => d.file), ...(seed ? [seed] : [])]));
-      if (spec.tpm) await findSwtpm().catch(asUserError);
+      if (spec.tpm) await findSwtpm().catch(userErrorsFrom(SwtpmError));
       if (needsKey(spec) && !newDisks.some((d) => d.encrypted)) {
         throw new UserError(
           'an existing encrypted disk cannot be attached at create: its key is not in the keystore',
@@ -369,15 +368,10 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
         }
       };
       try {
-        await this.store.create(spec, async (staging) => {
-          try {
-            await makeFiles(staging);
-          } catch (e) {
-            // A missing tool or a failed qemu-img is the user's to fix; the staging folder is removed.
-            if (e instanceof QemuImgError || e instanceof SeedIsoError) throw new UserError(e.message);
-            throw e;
-          }
-        });
+        // A missing tool or a failed qemu-img is the user's to fix; the staging folder is removed.
+        await this.store.create(spec, (staging) =>
+          makeFiles(staging).catch(userErrorsFrom(QemuImgError, SeedIsoError)),
+        );
       } catch (e) {
         await this.forgetKeys(spec.uuid);
         throw e;
@@ -1047,10 +1041,7 @@ function diskIndex(spec: VmSpec, id: string): number {
 /** The keystore entry of a VM's TPM state key: separate from its disk key, so a clone can share it. */
 const tpmKeyId = (uuid: string) => `${uuid}/tpm`;
 
-const qemuImgError = (e: unknown): never => {
-  if (e instanceof QemuImgError) throw new UserError(e.message);
-  throw e;
-};
+const qemuImgError = userErrorsFrom(QemuImgError);
 
 const absolute = (p: string) => path.resolve(p);
 
@@ -1069,11 +1060,6 @@ interface PciDevice {
 }
 
 export type DiskInfo = DiskSpec & { id: string; virtualSize?: number };
-
-const asUserError = (e: unknown): never => {
-  if (e instanceof SwtpmError) throw new UserError(e.message);
-  throw e;
-};
 
 /** Every file a spec names must exist before QEMU sees it (or be made by create), so the error names the file. */
 async function checkFiles(spec: VmSpec, toBeMade = new Set<string>()): Promise<void> {

@@ -62,8 +62,6 @@ export interface GuestPlan {
   notes: string[];
 }
 
-export class PlanError extends Error {}
-
 const GiB = 2 ** 30;
 
 /** osinfo-db names devices by PCI id; virtio ids come in a legacy and a modern (1.0) flavour. */
