@@ -10,7 +10,14 @@ import { buildQemuArgs, HOTPLUG_PORTS, KEY_SECRET, needsKey } from '../qemu/cmdl
 import { Keystore, KeystoreError } from '../storage/keystore.js';
 import { QmpClient, type QmpEvent } from '../qemu/qmp.js';
 import { isQemuFor, killQemu, readPidfile, spawnDetached, waitGone } from '../qemu/process.js';
-import { diskId, parseSpecInput, SCHEMA_VERSION, type DiskSpec, type VmSpec } from '../spec/schema.js';
+import {
+  diskId,
+  parseSpecInput,
+  SCHEMA_VERSION,
+  type DiskSpec,
+  type VmSpec,
+  type VmSpecInput,
+} from '../spec/schema.js';
 import { formatSize, parseSize, SizeError } from '../spec/size.js';
 import { copyImage, createQcow2, imageInfo, QemuImgError, resizeImage } from '../storage/qemu-img.js';
 import { SeedIsoError, writeSeedIso } from '../storage/seed-iso.js';
@@ -123,12 +130,17 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
         const vm: Vm = { spec, state: 'stopped' };
         this.vms.set(name, vm);
         await this.adopt(vm);
-        const broken = await recoverSnapshots(await this.snapshotTarget(vm, false)).catch((e: Error) => {
-          this.log.error({ vm: name, err: e.message }, 'cannot clean up an unfinished snapshot');
-          return [];
-        });
-        if (broken.length)
-          this.log.warn({ vm: name, snapshots: broken }, 'removed snapshots a crash left unfinished');
+        // The journal first: only a crash mid-snapshot needs the images (and maybe the key) opened.
+        const journal = await readSnapshots(vmDir(this.layout, name));
+        if (journal.snapshots.some((x) => x.state !== 'ready')) {
+          const broken = await recoverSnapshots(await this.snapshotTarget(vm, false)).catch((e: Error) => {
+            this.log.error({ vm: name, err: e.message }, 'cannot clean up an unfinished snapshot');
+            return [];
+          });
+          if (broken.length) {
+            this.log.warn({ vm: name, snapshots: broken }, 'removed snapshots a crash left unfinished');
+          }
+        }
       } catch (e) {
         unreadable++;
         this.log.error({ vm: name, err: (e as Error).message }, 'cannot load VM, skipping it');
@@ -669,7 +681,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
   media(name: string, change: { path?: string; drive?: number }): Promise<VmInfo> {
     return this.withLock(name, change.path ? 'insert' : 'eject', async () => {
       const vm = this.get(name);
-      const live = vm.qmp && vm.state !== 'stopped';
+      const live = isLive(vm);
       const drive = change.drive ?? 0;
       let cdroms = [...vm.spec.cdroms];
       if (!cdroms.length && change.path && !live) cdroms = [{ role: 'media' }];
@@ -681,8 +693,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
         );
       }
       cdroms[drive] = { role: cdroms[drive]!.role, ...(change.path ? { path: change.path } : {}) };
-      const { uuid, createdAt, schemaVersion, ...input } = vm.spec;
-      const spec: VmSpec = { ...parseSpecInput({ ...input, cdroms }), uuid, createdAt, schemaVersion };
+      const spec = respec(vm.spec, { cdroms });
       await checkFiles(spec, new Set(spec.disks.map((d) => d.path)));
       if (live) {
         const id = `cd${drive}`;
@@ -726,7 +737,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
   ): Promise<VmInfo> {
     return this.withLock(name, 'disk add', async () => {
       const vm = this.get(name);
-      const live = !!vm.qmp && vm.state !== 'stopped';
+      const live = isLive(vm);
       if (!req.size === !req.path)
         throw new UserError(
           'give a new disk a size (--size 10G) or an existing image (--path FILE), not both',
@@ -756,20 +767,14 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
         const format = (probed as { disks: { format: 'raw' | 'qcow2' }[] }).disks[0]!.format;
         disk = {
           id,
-          path: absolute(req.path!),
+          path: req.path!,
           format,
           bus,
           encrypted: false,
           readOnly: req.readOnly ?? false,
         };
       }
-      const { uuid, createdAt, schemaVersion, ...input } = vm.spec;
-      const spec: VmSpec = {
-        ...parseSpecInput({ ...input, disks: [...vm.spec.disks, disk] }),
-        uuid,
-        createdAt,
-        schemaVersion,
-      };
+      const spec = respec(vm.spec, { disks: [...vm.spec.disks, disk] });
       try {
         await checkFiles(spec);
         if (live) await this.hotplugDisk(vm, spec.disks.at(-1)!);
@@ -789,7 +794,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     const key = has
       ? await this.keystore.keyFor(vm.spec.uuid).catch(keystoreError)
       : await this.keystore.newKey(vm.spec.uuid).catch(keystoreError);
-    if (!has && vm.qmp && vm.state !== 'stopped') {
+    if (!has && isLive(vm)) {
       const file = runtimeFiles(this.layout, vm.spec.name).key;
       await writeFile(file, key, { mode: 0o600, flag: 'wx' });
       try {
@@ -841,7 +846,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     return this.withLock(name, 'disk remove', async () => {
       const vm = this.get(name);
       const index = diskIndex(vm.spec, id);
-      const live = !!vm.qmp && vm.state !== 'stopped';
+      const live = isLive(vm);
       if (live && index === 0) {
         throw conflict(`${id} is the boot disk of running VM "${name}": stop it first`);
       }
@@ -878,7 +883,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
         );
       }
       if (bytes === current) return this.info(name);
-      if (vm.qmp && vm.state !== 'stopped') {
+      if (isLive(vm)) {
         await vm.qmp.execute('block_resize', { 'node-name': id, size: bytes });
       } else {
         const key = d.encrypted ? await this.keystore.keyFor(vm.spec.uuid).catch(keystoreError) : undefined;
@@ -893,7 +898,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
   /** What a snapshot operation works on; the key only when the keystore is open (live ones need none). */
   private async snapshotTarget(vm: Vm, needKey: boolean): Promise<SnapshotTarget> {
     const state = stateFiles(this.layout, vm.spec.name);
-    const live = !!vm.qmp && vm.state !== 'stopped';
+    const live = isLive(vm);
     const key =
       needsKey(vm.spec) && (needKey || this.keystore.unlocked) && !live
         ? await this.keystore.keyFor(vm.spec.uuid).catch(keystoreError)
@@ -941,7 +946,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
       role: c.role,
       ...(c.path ? { path: c.path } : {}),
     }));
-    if (!vm.qmp || vm.state === 'stopped') return { drives };
+    if (!isLive(vm)) return { drives };
     const blocks = await vm.qmp.execute<{ qdev?: string; inserted?: { file: string } }[]>('query-block');
     return {
       drives: drives.map(({ path: _spec, ...d }) => {
@@ -1003,13 +1008,7 @@ function madeAtCreate(
     if (typeof d !== 'object' || d === null || !('size' in d) || 'path' in d) return d;
     // New disks are encrypted unless asked otherwise.
     const { size, encrypt = true, ...rest } = d as { size: unknown; encrypt?: boolean };
-    let bytes: number;
-    try {
-      bytes = parseSize(size as string);
-    } catch (e) {
-      if (e instanceof SizeError) throw new UserError(`disks[${i}].size: ${e.message}`);
-      throw e;
-    }
+    const bytes = sizeOf(size as string, `disks[${i}].size`);
     const file = path.join(dirOf(name), `disk${i}.qcow2`);
     newDisks.push({ file, bytes, encrypted: encrypt });
     return { ...rest, id: `disk${i}`, path: file, format: 'qcow2', encrypted: encrypt };
@@ -1024,6 +1023,15 @@ export const keystoreError = (e: unknown): never => {
   }
   throw e;
 };
+
+/** QEMU runs and answers QMP: changes go to it as well as to the spec. */
+const isLive = (vm: Vm): vm is Vm & { qmp: QmpClient } => !!vm.qmp && vm.state !== 'stopped';
+
+/** The spec with these user-level changes, checked like a new one; its identity stays. */
+function respec(spec: VmSpec, changes: Partial<VmSpecInput>): VmSpec {
+  const { uuid, createdAt, schemaVersion, ...input } = spec;
+  return { ...parseSpecInput({ ...input, ...changes }), uuid, createdAt, schemaVersion };
+}
 
 /** Where the disk with this id is in the spec; a clear 404 when there is none. */
 function diskIndex(spec: VmSpec, id: string): number {
@@ -1042,8 +1050,6 @@ function diskIndex(spec: VmSpec, id: string): number {
 const tpmKeyId = (uuid: string) => `${uuid}/tpm`;
 
 const qemuImgError = userErrorsFrom(QemuImgError);
-
-const absolute = (p: string) => path.resolve(p);
 
 function sizeOf(value: string, what: string): number {
   try {
