@@ -6,7 +6,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { AccelDecision } from '../host/accel.js';
 import type { QemuInfo } from '../host/qemu-binary.js';
-import { buildQemuArgs, HOTPLUG_PORTS, KEY_SECRET, needsKey } from '../qemu/cmdline.js';
+import { buildQemuArgs, HOTPLUG_PORTS, hotplugPort, KEY_SECRET, needsKey } from '../qemu/cmdline.js';
 import { Keystore, KeystoreError } from '../storage/keystore.js';
 import { QmpClient, type QmpEvent } from '../qemu/qmp.js';
 import { isQemuFor, killQemu, readPidfile, spawnDetached, waitGone } from '../qemu/process.js';
@@ -811,15 +811,15 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     const id = d.id!;
     let bus: string | undefined;
     if (vm.spec.machine === 'q35') {
-      const buses = await qmp.execute<{ devices: PciDevice[] }[]>('query-pci');
-      const free = buses
-        .flatMap((b) => b.devices)
-        .find((dev) => dev.qdev_id?.startsWith('hotplug') && !dev.pci_bridge?.devices?.length);
-      if (!free)
+      const devices = (await qmp.execute<{ devices: PciDevice[] }[]>('query-pci')).flatMap((b) => b.devices);
+      const occupied = (port: string) =>
+        !!devices.find((dev) => dev.qdev_id === port)?.pci_bridge?.devices?.length;
+      bus = Array.from({ length: HOTPLUG_PORTS }, (_, n) => hotplugPort(n)).find((p) => !occupied(p));
+      if (!bus) {
         throw conflict(
           `all ${HOTPLUG_PORTS} hot-plug slots of "${vm.spec.name}" are in use: stop it to add more disks`,
         );
-      bus = free.qdev_id;
+      }
     }
     await qmp.execute('blockdev-add', {
       'node-name': id,
