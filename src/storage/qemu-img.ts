@@ -43,7 +43,21 @@ async function withKeyFiles<T>(keys: string[], fn: (files: string[]) => Promise<
   }
 }
 
-function run(args: string[], onProgress?: (pct: number) => void): Promise<string> {
+/**
+ * QEMU sizes a new LUKS header by timing PBKDF2 in thread CPU time, which a coarse clock can read as
+ * zero ("Unable to get accurate CPU usage"): such an attempt wrote nothing usable and is tried again.
+ */
+async function run(args: string[], onProgress?: (pct: number) => void): Promise<string> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await runOnce(args, onProgress);
+    } catch (e) {
+      if (attempt >= 3 || !(e as Error).message.includes('Unable to get accurate CPU usage')) throw e;
+    }
+  }
+}
+
+function runOnce(args: string[], onProgress?: (pct: number) => void): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(binary(), args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
