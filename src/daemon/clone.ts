@@ -1,11 +1,10 @@
 import { chmod, copyFile, cp, link, mkdir, rename } from 'node:fs/promises';
 import path from 'node:path';
 import { needsKey } from '../qemu/cmdline.js';
-import { diskId, type VmSpec } from '../spec/schema.js';
+import { diskId, randomMac, type VmSpec } from '../spec/schema.js';
 import { copyImage, createOverlay } from '../storage/qemu-img.js';
 import { UserError } from './errors.js';
 import { unlessMissing } from './files.js';
-import { randomMac } from './planning.js';
 import { readSnapshots } from './snapshots.js';
 
 export interface CloneRequest {

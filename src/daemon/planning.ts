@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import type { AccelDecision } from '../host/accel.js';
 import { FIRMWARE_DIRS, FirmwareError, readFirmwareDescriptors } from '../host/firmware.js';
 import type { QemuInfo } from '../host/qemu-binary.js';
@@ -8,7 +7,8 @@ import { planGraphics, type Intent } from '../guest/graphics-plan.js';
 import { identifyIso, IsoError } from '../guest/iso.js';
 import { loadOsDb, OsInfoError, resolveOs, searchOs, type OsDb, type OsEntry } from '../guest/osinfo.js';
 import { guestFamily, planGuest, type GuestPlan, type Overrides } from '../guest/plan.js';
-import type { VmSpecInput } from '../spec/schema.js';
+import { randomMac, type VmSpecInput } from '../spec/schema.js';
+import { findPasst } from '../net/passt.js';
 import { UserError, userErrorsFrom } from './errors.js';
 import { exists } from './files.js';
 
@@ -30,10 +30,6 @@ export interface PlanAnswer extends GuestPlan {
 
 /** Where Fedora's virtio-win package puts the driver ISO; Debian has no package for it. */
 const VIRTIO_WIN = '/usr/share/virtio-win/virtio-win.iso';
-
-/** A locally administered MAC in QEMU's 52:54:00 range. */
-export const randomMac = (): string =>
-  ['52', '54', '00', ...[...randomBytes(3)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
 
 /** Gathers what the planner needs from this host (cached for the daemon's run) and runs it. */
 export class GuestPlanner {
@@ -87,12 +83,13 @@ export class GuestPlanner {
     const intent = body.intent ?? 'desktop';
     const firmwareDirs = this.env.PHYLLOME_FIRMWARE_DIRS?.split(':') ?? FIRMWARE_DIRS;
     const virtioWin = this.env.PHYLLOME_VIRTIO_WIN ?? VIRTIO_WIN;
-    const [report, features, accel, firmware, hasVirtioWin] = await Promise.all([
+    const [report, features, accel, firmware, hasVirtioWin, passt] = await Promise.all([
       readHost('/'),
       (this.features ??= introspectQemu(this.qemu.binary)),
       this.accel,
       readFirmwareDescriptors(firmwareDirs),
       exists(virtioWin),
+      findPasst(),
     ]);
     let plan: GuestPlan;
     try {
@@ -115,6 +112,7 @@ export class GuestPlanner {
           ...(hasVirtioWin ? { virtioWin } : {}),
           memoryBytes: report.memoryBytes,
           cpus: report.cpu.cpus,
+          passt: !!passt,
         },
       );
     } catch (e) {

@@ -1,6 +1,7 @@
 import { pickFirmware, type FirmwareDescriptor } from '../host/firmware.js';
 import { formatSize, parseSize } from '../spec/size.js';
 import type { Accel } from '../qemu/cmdline.js';
+import { chooseUserBackend } from '../net/wiring.js';
 import type { CdromSpec, FirmwareChoice, GraphicsSpec, NicSpec, VmSpecInput } from '../spec/schema.js';
 import type { GuestFamily, Intent, Strategy } from './graphics-plan.js';
 import type { OsEntry } from './osinfo.js';
@@ -15,6 +16,8 @@ export interface HostOffer {
   virtioWin?: string;
   memoryBytes?: number;
   cpus?: number;
+  /** Whether passt is installed, for user-mode networking (net/wiring.ts). */
+  passt?: boolean;
 }
 
 /** What an expert may force; anything unset is planned. */
@@ -282,14 +285,19 @@ export function planGuest(req: PlanRequest, host: HostOffer): GuestPlan {
         ? 'e1000e'
         : 'e1000');
   const nics = nicModel === 'none' ? [] : [{ model: nicModel, mac: req.mac }];
+  const userNet = chooseUserBackend({ type: 'user', forwards: [], hostLoopback: false }, !!host.passt);
   choose(
     'network',
-    nicModel === 'none' ? 'none' : `${nicModel}, user-mode networking, MAC ${req.mac}`,
-    o.nic
-      ? 'chosen by you'
-      : nicModel === 'virtio-net-pci'
-        ? `virtio-net is the fastest; ${virtioWhy('virtio-net')}`
-        : `${os.name} has a driver for the Intel ${nicModel === 'e1000e' ? '82574L' : '82540EM'} built in`,
+    nicModel === 'none'
+      ? 'none'
+      : `${nicModel} on user-mode networking (${userNet.backend === 'passt' ? 'passt' : 'QEMU’s built-in'}), MAC ${req.mac}`,
+    `${
+      o.nic
+        ? 'chosen by you'
+        : nicModel === 'virtio-net-pci'
+          ? `virtio-net is the fastest; ${virtioWhy('virtio-net')}`
+          : `${os.name} has a driver for the Intel ${nicModel === 'e1000e' ? '82574L' : '82540EM'} built in`
+    }; ${userNet.reason}`,
   );
 
   // Input.

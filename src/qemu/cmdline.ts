@@ -1,4 +1,5 @@
 import { diskId, memoryBytes, type CdromSpec, type DiskSpec, type VmSpec } from '../spec/schema.js';
+import { slirpHostfwd, type NicWiring } from '../net/wiring.js';
 import { escapeOptValue, opts } from './opts.js';
 
 export type Accel = 'kvm' | 'tcg';
@@ -33,6 +34,8 @@ export interface LaunchPlan {
   state: StateFiles;
   accel: Accel;
   caps: QemuCaps;
+  /** How each of spec.nics reaches its network (net/wiring.ts). */
+  nets: NicWiring[];
 }
 
 /** Blob resources (and so venus and native contexts) map guest RAM into the host renderer. */
@@ -254,10 +257,22 @@ const storage = ({ spec }: LaunchPlan): string[] => [
   ...spec.disks.flatMap((d, i) => disk(spec, d, i)),
 ];
 
-const nics = ({ spec }: LaunchPlan): string[] =>
+/** The host side of a NIC: user-values (paths, interface names) go through opts(); hostfwd rules are ours. */
+const netdev = (w: NicWiring, id: string): string => {
+  switch (w.kind) {
+    case 'slirp':
+      return [opts('user', { id }), ...w.forwards.map((f) => `hostfwd=${slirpHostfwd(f)}`)].join(',');
+    case 'passt':
+      return opts('stream', { id, server: false, 'addr.type': 'unix', 'addr.path': w.socket });
+    case 'tap':
+      return opts('tap', { id, ifname: w.ifname, script: 'no', downscript: 'no' });
+  }
+};
+
+const nics = ({ spec, nets }: LaunchPlan): string[] =>
   spec.nics.flatMap((nic, i) => [
     '-netdev',
-    opts('user', { id: `net${i}` }),
+    netdev(nets[i]!, `net${i}`),
     '-device',
     opts(nic.model, { netdev: `net${i}`, mac: nic.mac, id: `nic${i}` }),
   ]);

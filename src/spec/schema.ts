@@ -1,6 +1,7 @@
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { z } from 'zod';
-import { VM_NAME_RE, vmNameProblem } from './names.js';
+import { NETWORK_NAME_RE, NETWORK_NAME_RULE, VM_NAME_RE, vmNameProblem } from './names.js';
 import { SizeError, formatSize, parseSize } from './size.js';
 
 export const SCHEMA_VERSION = 1;
@@ -87,11 +88,72 @@ export const firmwareSpec = z.discriminatedUnion('type', [
 
 const MAC_RE = /^52:54:00(:[0-9a-f]{2}){3}$/;
 
-/** A NIC on QEMU's user-mode network (no root needed); the networking issue adds other backends. */
-export const nicSpec = z.strictObject({
-  model: z.enum(['virtio-net-pci', 'e1000e', 'e1000', 'rtl8139']),
-  mac: z.string().regex(MAC_RE, 'must be a locally administered MAC like 52:54:00:12:34:56'),
+/** A locally administered MAC in QEMU's 52:54:00 range. */
+export const randomMac = (): string =>
+  ['52', '54', '00', ...[...randomBytes(3)].map((b) => b.toString(16).padStart(2, '0'))].join(':');
+
+/** A host network interface (Linux allows 15 bytes); the set excludes `,` `/` and spaces. */
+const ifName = z
+  .string()
+  .regex(
+    /^[A-Za-z0-9_.-]{1,15}$/,
+    'must be a network interface name like br0 (up to 15 letters, digits, "-", "_", ".")',
+  );
+
+const port = z.number().int().min(1).max(65535);
+
+/** A host port that reaches a guest port; the host side binds loopback unless `public`. */
+export const forwardSpec = z.strictObject({
+  proto: z.enum(['tcp', 'udp']).default('tcp'),
+  hostPort: port,
+  guestPort: port,
+  public: z.boolean().default(false),
 });
+
+/**
+ * Where a NIC plugs in. `user`: user-mode networking (passt, else QEMU's own), no root needed.
+ * `bridge`: a tap on an existing host bridge. `network`: a Phyllome private network. Both need root.
+ */
+export const netSpec = z.discriminatedUnion('type', [
+  z.strictObject({
+    type: z.literal('user'),
+    forwards: z.array(forwardSpec).max(32).default([]),
+    /** Opt-in: the guest may reach services listening on the host's loopback (off: safer). */
+    hostLoopback: z.boolean().default(false),
+    /** Forces a backend; by default passt when installed, else QEMU's built-in (slirp). */
+    backend: z.enum(['passt', 'slirp']).optional(),
+  }),
+  z.strictObject({ type: z.literal('bridge'), bridge: ifName }),
+  z.strictObject({
+    type: z.literal('network'),
+    network: z.string().regex(NETWORK_NAME_RE, NETWORK_NAME_RULE),
+  }),
+]);
+
+export const nicSpec = z
+  .strictObject({
+    model: z.enum(['virtio-net-pci', 'e1000e', 'e1000', 'rtl8139']),
+    mac: z
+      .string()
+      .regex(MAC_RE, 'must be a locally administered MAC like 52:54:00:12:34:56')
+      .default(randomMac),
+    net: netSpec.prefault({ type: 'user' }),
+  })
+  .superRefine((nic, ctx) => {
+    if (nic.net.type !== 'user') return;
+    const seen = new Set<string>();
+    nic.net.forwards.forEach((f, i) => {
+      const key = `${f.proto}/${f.hostPort}`;
+      if (seen.has(key)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['net', 'forwards', i],
+          message: `host port ${f.hostPort}/${f.proto} is forwarded twice`,
+        });
+      }
+      seen.add(key);
+    });
+  });
 
 export const bootSpec = z.strictObject({
   kernel: absPath,
@@ -218,6 +280,8 @@ export type CdromSpec = z.output<typeof cdromSpec>;
 export type FirmwareSpec = z.output<typeof firmwareSpec>;
 export type FirmwareChoice = z.input<typeof firmwareSpec>;
 export type NicSpec = z.output<typeof nicSpec>;
+export type NetSpec = z.output<typeof netSpec>;
+export type ForwardSpec = z.output<typeof forwardSpec>;
 
 export { VM_NAME_RE };
 

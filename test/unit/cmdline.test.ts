@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { wireNics } from '../../src/net/wiring.js';
 import { buildQemuArgs, type LaunchPlan } from '../../src/qemu/cmdline.js';
 import { escapeOptValue, opts, parseOpts, QemuOptError } from '../../src/qemu/opts.js';
 import { parseSpec, SpecError, type VmSpec } from '../../src/spec/schema.js';
@@ -28,6 +29,7 @@ const plan = (spec: VmSpec, over: Partial<LaunchPlan> = {}): LaunchPlan => ({
   state,
   accel: 'tcg',
   caps: { sandbox: true },
+  nets: wireNics(spec, true, (i) => `/run/phyllome/vms/demo/passt-${i}.sock`),
   ...over,
 });
 
