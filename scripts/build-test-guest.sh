@@ -11,7 +11,7 @@
 set -euo pipefail
 export PATH=$PATH:/usr/sbin:/sbin # depmod, mkfs.ext4 for a non-root user
 
-SCRIPT_VERSION=7
+SCRIPT_VERSION=10
 READY_LINE=PHYLLOME-GUEST-READY
 out=${1:-${PHYLLOME_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/phyllome}/test-guest}
 out=${out%/}
@@ -167,6 +167,23 @@ poweroff -f
 ACPI
 chmod +x "$root/etc/acpi/PWRF/00000080"
 
+# udhcpc's hook: configure the lease and say it on serial (the network tests read "net: eth0 IP").
+mkdir -p "$root/etc/udhcpc" "$root/www"
+cat >"$root/etc/udhcpc/script" <<'DHCP'
+#!/bin/sh
+case "$1" in
+deconfig) ifconfig "$interface" 0.0.0.0 up ;;
+bound | renew)
+  ifconfig "$interface" "$ip" netmask "$subnet" up
+  while route del default 2>/dev/null; do :; done
+  for r in $router; do route add default gw "$r" dev "$interface"; done
+  echo "net: $interface $ip" >/dev/ttyS0
+  ;;
+esac
+DHCP
+chmod +x "$root/etc/udhcpc/script"
+echo "phyllome guest web" >"$root/www/index.html"
+
 cat >"$root/init" <<INIT
 #!/bin/busybox sh
 /bin/busybox --install -s
@@ -194,6 +211,14 @@ if [ -d /sys/firmware/efi ]; then
 fi
 if [ -e /sys/class/tpm/tpm0 ]; then
   echo "tpm: tpm0 version \$(cat /sys/class/tpm/tpm0/tpm_version_major 2>/dev/null)" >/dev/ttyS0
+fi
+# With a NIC: a web server on port 80, and DHCP before the ready line so that nothing prints later
+# (bounded: without a DHCP server, it goes on trying in the background).
+if [ -d /sys/class/net/eth0 ]; then
+  ip link set lo up
+  httpd -p 80 -h /www
+  udhcpc -i eth0 -s /etc/udhcpc/script -n -q -t 3 -T 1 >/dev/null 2>&1 ||
+    udhcpc -i eth0 -s /etc/udhcpc/script -q -T 1 -A 2 >/dev/null 2>&1 &
 fi
 echo $READY_LINE >/dev/ttyS0
 export HOME=/root PATH=/bin:/sbin:/usr/bin:/usr/sbin

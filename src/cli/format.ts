@@ -1,5 +1,7 @@
 import Table from 'cli-table3';
 import type { VmInfo } from '../daemon/vms.js';
+import type { NetworkInfo } from '../daemon/networks.js';
+import type { ForwardSpec } from '../spec/schema.js';
 
 /** Human tables: plain borders so they read well in any terminal and in logs. */
 function table(head: string[], rows: (string | number)[][]): string {
@@ -140,7 +142,45 @@ export function vmDetails(vm: VmInfo): string {
     lines.push([`Disk ${i}`, `${d.path} (${d.format}, ${d.bus}${d.readOnly ? ', read-only' : ''})`]),
   );
   vm.spec.cdroms.forEach((c, i) => lines.push([`CD-ROM ${i}`, `${c.path ?? '(empty)'} (${c.role})`]));
-  vm.spec.nics.forEach((n, i) => lines.push([`NIC ${i}`, `${n.model} ${n.mac}`]));
+  for (const n of vm.nics ?? []) {
+    lines.push([`NIC ${n.index}`, `${n.model} ${n.mac} on ${n.network}`]);
+    if (n.ips.length) lines.push(['  addresses', n.ips.join(', ')]);
+    if (n.forwards.length) lines.push(['  forwards', n.forwards.join(', ')]);
+  }
   const width = Math.max(...lines.map(([k]) => k.length));
   return lines.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join('\n');
+}
+
+export function forwardTable(forwards: (ForwardSpec & { nic: number })[]): string {
+  if (!forwards.length) return 'No port forwards. Add one with: phyllome net forward add NAME 8080:80';
+  return table(
+    ['NIC', 'HOST', 'GUEST PORT', 'PROTO'],
+    forwards.map((f) => [
+      String(f.nic),
+      `${f.public ? '*' : '127.0.0.1'}:${f.hostPort}`,
+      String(f.guestPort),
+      f.proto,
+    ]),
+  );
+}
+
+export type NetworkRow = Pick<
+  NetworkInfo,
+  'name' | 'subnet' | 'gateway' | 'nat' | 'bridge' | 'up' | 'vms' | 'leases'
+>;
+
+export function networkTable(nets: NetworkRow[]): string {
+  if (!nets.length) return 'No private networks. Create one with: phyllome network create NAME';
+  return table(
+    ['NAME', 'SUBNET', 'NAT', 'BRIDGE', 'STATE', 'VMS', 'LEASES'],
+    nets.map((n) => [
+      n.name,
+      n.subnet,
+      n.nat ? 'yes' : 'no',
+      n.bridge,
+      n.up ? 'up' : 'down (restart phyllomed to repair)',
+      n.vms.join(', ') || '-',
+      n.leases.map((l) => `${l.ip} ${l.mac}`).join('\n') || '-',
+    ]),
+  );
 }

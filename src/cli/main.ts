@@ -3,6 +3,9 @@ import { Command, CommanderError, Option } from 'commander';
 import type { VmInfo } from '../daemon/vms.js';
 import { VERSION } from '../version.js';
 import { ApiError, Client } from './client.js';
+import { nicsFor, parseNet, type NetArg } from './net-args.js';
+import { formatForward, parseForward } from '../net/wiring.js';
+import type { ForwardSpec } from '../spec/schema.js';
 
 const client = new Client();
 const vmPath = (name: string) => `/v1/vms/${encodeURIComponent(name)}`;
@@ -27,6 +30,13 @@ function parseDisk(value: string, previous: DiskArg[] = []): DiskArg[] {
   const readOnly = value.endsWith(':ro');
   return [...previous, { path: path.resolve(readOnly ? value.slice(0, -3) : value), readOnly }];
 }
+
+/** create's network options, for nicsFor. */
+const netOptions = (o: Record<string, unknown>) => ({
+  nets: o.net as NetArg[] | undefined,
+  forwards: o.forward as ForwardSpec[] | undefined,
+  hostLoopback: o.hostLoopback as boolean | undefined,
+});
 
 const choiceOf =
   (what: string, allowed: readonly string[]) =>
@@ -108,6 +118,17 @@ program
     'virtio-net-pci, e1000e, e1000, rtl8139 or none',
     choiceOf('--nic', ['virtio-net-pci', 'e1000e', 'e1000', 'rtl8139', 'none']),
   )
+  .option(
+    '--net <network>',
+    'user (default: passt, else QEMU user networking), bridge=BRIDGE or network=NAME; repeatable, one NIC each',
+    parseNet,
+  )
+  .option(
+    '--forward <host:guest>',
+    'forward a loopback host port to the guest, like 8080:80 or 5353:53/udp; repeatable',
+    (v: string, p: ForwardSpec[] = []) => [...p, parseForward(v)],
+  )
+  .option('--host-loopback', "let the guest reach services on the host's loopback (off: safer)")
   .option(
     '--input <device>',
     'ps2, usb-tablet or virtio-tablet',
@@ -194,6 +215,8 @@ program
       );
       plan = answer;
       spec = { ...answer.spec, ...(graphics ? { graphics } : {}) };
+      const planned = (answer.spec.nics as { model: string }[] | undefined)?.[0]?.model;
+      if (planned) spec.nics = nicsFor({ model: planned, ...netOptions(o) });
     } else {
       if (o.intent) throw new Error('--intent needs --os or --iso to plan for');
       spec = {
@@ -203,6 +226,10 @@ program
         ...(boot ? { boot } : {}),
         disks,
         graphics: graphics ?? { device: 'none' },
+        nics:
+          o.nic === 'none'
+            ? []
+            : nicsFor({ model: (o.nic as string | undefined) ?? 'virtio-net-pci', ...netOptions(o) }),
         ...Object.fromEntries(
           Object.entries({ machine: o.machine, tpm: o.tpm, input: o.input, sound: o.sound }).filter(
             ([, v]) => v !== undefined,
@@ -354,6 +381,127 @@ disk
       size,
     });
     await print(o.json, vm, () => `Resized ${id} of "${name}" to ${size}.`);
+  });
+
+const net = program.command('net').description("a VM's user-mode networking: port forwards, host loopback");
+const forward = net.command('forward').description('forward host ports to the guest');
+const nicOption = new Option('--nic <index>', 'the NIC (default: the first user-mode one)').argParser(Number);
+/** How a forward change reads: live now, or from the next start (passt reads forwards at start). */
+const applied = (change: { applied: string }, name: string) =>
+  change.applied === 'now' ? '' : ` It applies from the next start of "${name}" (restart it to use it now).`;
+forward
+  .command('add')
+  .description('forward HOSTPORT on the host (loopback unless --public) to GUESTPORT in the guest')
+  .argument('<name>')
+  .argument('<forward>', 'HOSTPORT:GUESTPORT, optionally /udp, like 8080:80')
+  .option('--public', 'bind every host address, not only loopback (reachable from the LAN)')
+  .addOption(nicOption)
+  .addOption(jsonOption)
+  .action(async (name: string, spec: string, o: { public?: boolean; nic?: number; json?: boolean }) => {
+    const f = parseForward(spec, !!o.public);
+    const query = o.nic === undefined ? '' : `?nic=${o.nic}`;
+    const change = await client.call<{ applied: string; vm: VmInfo }>(
+      'POST',
+      `${vmPath(name)}/forwards${query}`,
+      f,
+    );
+    await print(o.json, change, () => `Forwarding ${formatForward(f)} to "${name}".${applied(change, name)}`);
+  });
+forward
+  .command('remove')
+  .alias('rm')
+  .description('stop forwarding a host port')
+  .argument('<name>')
+  .argument('<forward>', 'HOSTPORT[/udp], or the HOSTPORT:GUESTPORT it was added with')
+  .addOption(nicOption)
+  .addOption(jsonOption)
+  .action(async (name: string, spec: string, o: { nic?: number; json?: boolean }) => {
+    const f = /^\d+(\/(tcp|udp))?$/.test(spec)
+      ? parseForward(spec.replace(/^(\d+)/, '$1:$1'))
+      : parseForward(spec);
+    const query = o.nic === undefined ? '' : `?nic=${o.nic}`;
+    const change = await client.call<{ applied: string }>(
+      'DELETE',
+      `${vmPath(name)}/forwards/${f.proto}/${f.hostPort}${query}`,
+    );
+    await print(
+      o.json,
+      change,
+      () => `Removed the forward of host port ${f.hostPort}/${f.proto}.${applied(change, name)}`,
+    );
+  });
+forward
+  .command('list', { isDefault: true })
+  .description("the VM's port forwards")
+  .argument('<name>')
+  .addOption(jsonOption)
+  .action(async (name: string, o: { json?: boolean }) => {
+    const answer = await client.call<{ forwards: (ForwardSpec & { nic: number })[] }>(
+      'GET',
+      `${vmPath(name)}/forwards`,
+    );
+    await print(o.json, answer, async () => (await format()).forwardTable(answer.forwards));
+  });
+net
+  .command('host-loopback')
+  .description("let the guest reach services on the host's loopback (on) or not (off, the default)")
+  .argument('<name>')
+  .argument('<on|off>', 'on or off', choiceOf('the setting', ['on', 'off']))
+  .addOption(nicOption)
+  .addOption(jsonOption)
+  .action(async (name: string, setting: string, o: { nic?: number; json?: boolean }) => {
+    const query = o.nic === undefined ? '' : `?nic=${o.nic}`;
+    const change = await client.call<{ applied: string }>('POST', `${vmPath(name)}/host-loopback${query}`, {
+      enabled: setting === 'on',
+    });
+    await print(
+      o.json,
+      change,
+      () =>
+        `Host loopback ${setting === 'on' ? 'reachable from' : 'closed to'} "${name}".${applied(change, name)}`,
+    );
+  });
+
+const network = program
+  .command('network')
+  .description('private networks: a bridge with DHCP and optional NAT that VMs join with --net network=NAME');
+network
+  .command('list', { isDefault: true })
+  .alias('ls')
+  .description('show the private networks')
+  .addOption(jsonOption)
+  .action(async (o: { json?: boolean }) => {
+    const nets = await client.call<import('./format.js').NetworkRow[]>('GET', '/v1/networks');
+    await print(o.json, nets, async () => (await format()).networkTable(nets));
+  });
+network
+  .command('create')
+  .description('make a private network (needs a root daemon)')
+  .argument('<name>', 'lowercase letters, digits and "-", up to 12')
+  .option('--subnet <cidr>', 'IPv4 network, like 10.77.0.0/24 (default: a free 10.77.N.0/24)')
+  .option('--nat', 'give the VMs NAT to the outside through the host')
+  .addOption(jsonOption)
+  .action(async (name: string, o: { subnet?: string; nat?: boolean; json?: boolean }) => {
+    const n = await client.call<import('./format.js').NetworkRow>('POST', '/v1/networks', {
+      name,
+      ...(o.subnet ? { subnet: o.subnet } : {}),
+      ...(o.nat ? { nat: true } : {}),
+    });
+    await print(
+      o.json,
+      n,
+      () =>
+        `Created network "${n.name}" (${n.subnet}, gateway ${n.gateway}${n.nat ? ', NAT' : ''}). Join it with: phyllome create VM --net network=${n.name}`,
+    );
+  });
+network
+  .command('delete')
+  .alias('rm')
+  .description('remove a private network: its bridge, DHCP server and NAT rules')
+  .argument('<name>')
+  .action(async (name: string) => {
+    await client.call('DELETE', `/v1/networks/${encodeURIComponent(name)}`);
+    process.stdout.write(`Deleted network "${name}".\n`);
   });
 
 program

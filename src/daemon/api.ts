@@ -14,6 +14,7 @@ import {
   bootSpec,
   diskBus,
   diskFields,
+  forwardSpec,
   SpecError,
   vmSpec,
   vmSpecInputFields,
@@ -23,6 +24,7 @@ import { BusyError } from './lock.js';
 import { UserError } from './errors.js';
 import type { SerialHub } from './serial.js';
 import { keystoreError, type VmManager } from './vms.js';
+import type { NetworkManager } from './networks.js';
 import type { AccelDecision } from '../host/accel.js';
 import type { QemuInfo } from '../host/qemu-binary.js';
 import { VERSION } from '../version.js';
@@ -43,6 +45,17 @@ const vmInfo = z.object({
   pid: z.number().optional(),
   accel: z.string().optional(),
   warnings: z.array(z.string()),
+  nics: z.array(
+    z.object({
+      index: z.number(),
+      model: z.string(),
+      mac: z.string(),
+      network: z.string(),
+      reason: z.string().optional(),
+      forwards: z.array(z.string()),
+      ips: z.array(z.string()),
+    }),
+  ),
   spec: vmSpec,
 });
 
@@ -122,6 +135,7 @@ const errors = { 400: errorBody, 404: errorBody, 409: errorBody };
 
 export interface ApiDeps {
   manager: VmManager;
+  networks: NetworkManager;
   planner: GuestPlanner;
   qemu: QemuInfo;
   accel: Promise<AccelDecision>;
@@ -132,7 +146,7 @@ export interface ApiDeps {
 
 /** A thin layer that only translates HTTP requests into VmManager calls, like Firecracker's API. */
 export async function buildApi(deps: ApiDeps) {
-  const { manager } = deps;
+  const { manager, networks } = deps;
   const app = Fastify({
     loggerInstance: deps.logger,
     logController: new LogController({ disableRequestLogging: true }),
@@ -527,6 +541,99 @@ export async function buildApi(deps: ApiDeps) {
       },
     },
     (request) => manager.media(request.params.name, request.body),
+  );
+
+  const forwardChange = z.object({ vm: vmInfo, applied: z.enum(['now', 'next-start']) });
+  const nicQuery = z.object({ nic: z.coerce.number().int().min(0).optional() });
+  api.get(
+    '/v1/vms/:name/forwards',
+    { schema: { summary: "A VM's port forwards, per user-mode NIC", params: nameParams } },
+    async (request) => ({
+      forwards: (await manager.info(request.params.name)).spec.nics.flatMap((n, nic) =>
+        n.net.type === 'user' ? n.net.forwards.map((f) => ({ nic, ...f })) : [],
+      ),
+    }),
+  );
+  api.post(
+    '/v1/vms/:name/forwards',
+    {
+      schema: {
+        summary:
+          'Forward a host port to the guest: live on QEMU user networking, from the next start on passt',
+        params: nameParams,
+        querystring: nicQuery,
+        body: forwardSpec,
+        response: { 200: forwardChange, ...errors },
+      },
+    },
+    (request) => manager.forwardAdd(request.params.name, request.body, request.query.nic),
+  );
+  api.delete(
+    '/v1/vms/:name/forwards/:proto/:hostPort',
+    {
+      schema: {
+        summary: 'Remove a port forward',
+        params: z.object({
+          name: z.string(),
+          proto: z.enum(['tcp', 'udp']),
+          hostPort: z.coerce.number().int(),
+        }),
+        querystring: nicQuery,
+        response: { 200: forwardChange, ...errors },
+      },
+    },
+    (request) =>
+      manager.forwardRemove(
+        request.params.name,
+        { proto: request.params.proto, hostPort: request.params.hostPort },
+        request.query.nic,
+      ),
+  );
+  api.post(
+    '/v1/vms/:name/host-loopback',
+    {
+      schema: {
+        summary:
+          "Let a user-mode guest reach the host's loopback services (off by default), from the next start",
+        params: nameParams,
+        querystring: nicQuery,
+        body: z.strictObject({ enabled: z.boolean() }),
+        response: { 200: forwardChange, ...errors },
+      },
+    },
+    (request) => manager.hostLoopback(request.params.name, request.body.enabled, request.query.nic),
+  );
+
+  const networkParams = z.object({ name: z.string() });
+  api.get('/v1/networks', { schema: { summary: 'Private networks' } }, () => networks.list());
+  api.get(
+    '/v1/networks/:name',
+    { schema: { summary: 'A private network, its VMs and DHCP leases', params: networkParams } },
+    (request) => networks.info(request.params.name),
+  );
+  api.post(
+    '/v1/networks',
+    {
+      schema: {
+        summary: 'Create a private network: bridge, DHCP and optional NAT (needs root)',
+        body: z.strictObject({
+          name: z.string(),
+          subnet: z.string().optional().describe('IPv4 network like 10.77.0.0/24; a free one by default'),
+          nat: z.boolean().optional().describe('masquerade to the outside (default false)'),
+        }),
+      },
+    },
+    async (request, reply) => reply.code(201).send(await networks.create(request.body)),
+  );
+  api.delete(
+    '/v1/networks/:name',
+    {
+      schema: { summary: 'Delete a private network (not while a running VM uses it)', params: networkParams },
+    },
+    async (request, reply) => {
+      await networks.delete(request.params.name);
+      return reply.code(204).send(null);
+    },
   );
 
   api.get(

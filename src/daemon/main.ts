@@ -13,6 +13,7 @@ import { GuestPlanner } from './planning.js';
 import { writeFileAtomic } from './files.js';
 import { checkSocketPath, daemonPidfile, daemonSocket, resolveLayout } from './paths.js';
 import { VmManager } from './vms.js';
+import { NetworkManager } from './networks.js';
 
 // Through require: an ESM import of node:http evaluates its fetch/WebSocket getters, which load
 // undici and cost the daemon several MB of resident memory it never uses.
@@ -90,12 +91,24 @@ export async function runDaemon(options: DaemonOptions = {}): Promise<void> {
   const keystore = new Keystore(path.join(layout.home, 'keystore.json'));
   await unlockFromFile(keystore, logger);
   const manager = new VmManager(layout, { qemu, accel }, logger, keystore);
+  const networks = new NetworkManager(layout, logger, (name) => manager.usersOfNetwork(name));
+  // Networks first: VMs that outlived the daemon keep their taps on the bridges.
+  await networks.load();
+  manager.networks = networks;
   await manager.load();
 
   let token: string | undefined;
   if (options.listen) token = await loadToken(options.tokenFile ?? path.join(layout.home, 'api-token'));
   const planner = new GuestPlanner(qemu, accel);
-  const app = await buildApi({ manager, planner, qemu, accel, logger, ...(token ? { token } : {}) });
+  const app = await buildApi({
+    manager,
+    networks,
+    planner,
+    qemu,
+    accel,
+    logger,
+    ...(token ? { token } : {}),
+  });
 
   await rm(socketPath, { force: true });
   await app.listen({ path: socketPath });

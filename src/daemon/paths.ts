@@ -39,6 +39,11 @@ export const daemonSocket = (layout: Layout): string => path.join(layout.run, 'p
 export const daemonPidfile = (layout: Layout): string => path.join(layout.run, 'phyllomed.pid');
 export const daemonLog = (layout: Layout): string => path.join(layout.home, 'phyllomed.log');
 
+export const networksDir = (layout: Layout): string => path.join(layout.home, 'networks');
+/** A private network's dnsmasq files (leases, pidfile, log): runtime, rebuilt after a reboot. */
+export const networkRunDir = (layout: Layout, name: string): string =>
+  path.join(layout.run, 'networks', name);
+
 export const runtimeDir = (layout: Layout, name: string): string => path.join(layout.run, 'vms', name);
 
 export function runtimeFiles(
@@ -50,6 +55,9 @@ export function runtimeFiles(
   serialLog: string;
   swtpmPidfile: string;
   swtpmKey: string;
+  passtSocket: (nic: number) => string;
+  passtPidfile: (nic: number) => string;
+  passtLog: (nic: number) => string;
 } {
   const dir = runtimeDir(layout, name);
   return {
@@ -62,6 +70,9 @@ export function runtimeFiles(
     key: path.join(dir, 'key'),
     swtpmPidfile: path.join(dir, 'swtpm.pid'),
     swtpmKey: path.join(dir, 'swtpm.key'),
+    passtSocket: (nic) => path.join(dir, `passt-${nic}.sock`),
+    passtPidfile: (nic) => path.join(dir, `passt-${nic}.pid`),
+    passtLog: (nic) => path.join(vmDir(layout, name), `passt-${nic}.log`),
     // Logs outlive the runtime folder so a crash can be read after cleanup.
     serialLog: path.join(vmDir(layout, name), 'serial.log'),
     qemuLog: path.join(vmDir(layout, name), 'qemu.log'),

@@ -9,12 +9,14 @@ import type { QemuInfo } from '../host/qemu-binary.js';
 import { buildQemuArgs, HOTPLUG_PORTS, hotplugPort, KEY_SECRET, needsKey } from '../qemu/cmdline.js';
 import { Keystore, KeystoreError } from '../storage/keystore.js';
 import { QmpClient, type QmpEvent } from '../qemu/qmp.js';
-import { isQemuFor, killQemu, readPidfile, spawnDetached, waitGone } from '../qemu/process.js';
+import { isQemuFor, killQemu, readPidfile, spawnDetached, terminate, waitGone } from '../qemu/process.js';
 import {
   diskId,
   parseSpecInput,
   SCHEMA_VERSION,
   type DiskSpec,
+  type ForwardSpec,
+  type NetSpec,
   type VmSpec,
   type VmSpecInput,
 } from '../spec/schema.js';
@@ -22,7 +24,7 @@ import { formatSize, parseSize, SizeError } from '../spec/size.js';
 import { copyImage, createQcow2, imageInfo, QemuImgError, resizeImage } from '../storage/qemu-img.js';
 import { SeedIsoError, writeSeedIso } from '../storage/seed-iso.js';
 import { checkCloudInit, CloudInitError, cloudInitFiles, type CloudInit } from '../guest/cloud-init.js';
-import { findSwtpm, isSwtpmFor, startSwtpm, stopSwtpm, SwtpmError, swtpmLogTail } from '../qemu/swtpm.js';
+import { findSwtpm, isSwtpmFor, startSwtpm, SwtpmError, swtpmLogTail } from '../qemu/swtpm.js';
 import { conflict, notFound, UserError, userErrorsFrom } from './errors.js';
 import { exists } from './files.js';
 import { KeyedLock } from './lock.js';
@@ -42,6 +44,12 @@ import {
   type SnapshotTarget,
 } from './snapshots.js';
 import { StateStore } from './store.js';
+import { plugNics, replugTaps, unplugNics } from './nics.js';
+import type { NetworkManager } from './networks.js';
+import type { Lease } from '../net/dnsmasq.js';
+import { findPasst } from '../net/passt.js';
+import { checkPortsFree, PortInUseError } from '../net/ports.js';
+import { chooseUserBackend, formatForward, slirpHostfwd, wireNics, type NicWiring } from '../net/wiring.js';
 import { withDiskFormats } from '../storage/format.js';
 
 export type VmState = 'stopped' | 'starting' | 'running' | 'paused' | 'stopping';
@@ -55,7 +63,22 @@ export interface VmInfo {
   pid?: number;
   accel?: string;
   warnings: string[];
+  /** Each NIC: where it is plugged, how, and the guest's addresses where known. */
+  nics: NicInfo[];
   spec: VmSpec;
+}
+
+export interface NicInfo {
+  index: number;
+  model: string;
+  mac: string;
+  /** `user (passt)`, `user (QEMU slirp)`, `bridge br0`, `network lan`. */
+  network: string;
+  /** Why this backend (user-mode NICs). */
+  reason?: string;
+  forwards: string[];
+  /** From Phyllome's DHCP leases (private networks). */
+  ips: string[];
 }
 
 export interface DriveMedia {
@@ -90,6 +113,8 @@ interface Vm {
   shutdownExpected?: boolean;
   exited?: Promise<void>;
   startedAt?: string;
+  /** How the NICs were wired at start (while running). */
+  nets?: NicWiring[];
 }
 
 export interface HostFacts {
@@ -107,6 +132,8 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
   private readonly vms = new Map<string, Vm>();
   private readonly lock = new KeyedLock();
   readonly store: StateStore;
+  /** Private networks, for NICs that join one; set by the daemon once both exist. */
+  networks?: NetworkManager;
 
   constructor(
     readonly layout: Layout,
@@ -165,6 +192,10 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
         vm.pid = pid;
         vm.accel = stored?.accel;
         vm.startedAt = stored?.startedAt;
+        vm.nets = wireNics(vm.spec, await exists(files.passtPidfile(0)), files.passtSocket);
+        await replugTaps(vm.nets).catch((e: Error) =>
+          this.log.warn({ vm: vm.spec.name, err: e.message }, 'cannot put a tap back on its bridge'),
+        );
         this.attach(vm, qmp);
         vm.serial = await SerialHub.connect(files.serial, files.serialLog).catch((e: Error) => {
           this.log.warn({ vm: vm.spec.name, err: e.message }, 'serial console unavailable');
@@ -190,6 +221,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
       reason = pid ? 'crashed: QEMU exited while phyllomed was down' : 'shut down while phyllomed was down';
     }
     await this.reapSwtpm(vm);
+    await unplugNics(vm.spec, files);
     await rm(files.dir, { recursive: true, force: true });
     vm.state = 'stopped';
     vm.reason = reason;
@@ -238,8 +270,10 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     vm.serial?.close();
     vm.serial = undefined;
     vm.pid = undefined;
+    vm.nets = undefined;
     vm.shutdownExpected = false;
     await this.reapSwtpm(vm);
+    await unplugNics(vm.spec, runtimeFiles(this.layout, vm.spec.name));
     await rm(runtimeFiles(this.layout, vm.spec.name).dir, { recursive: true, force: true });
     this.setState(vm, 'stopped', reason);
     await this.persist(vm);
@@ -289,9 +323,75 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
   }
 
   private async warnings(vm: Vm): Promise<string[]> {
-    if (vm.accel !== 'tcg' || vm.state === 'stopped') return [];
-    const decision = await this.host.accel;
-    return decision.warning ? [decision.warning] : [];
+    if (vm.state === 'stopped') return [];
+    const decision = vm.accel === 'tcg' ? await this.host.accel : undefined;
+    const slirp = (vm.nets ?? []).flatMap((w, i) => {
+      const net = vm.spec.nics[i]?.net;
+      return w.kind === 'slirp' && net?.type === 'user' ? [chooseUserBackend(net, false).warning] : [];
+    });
+    return [decision?.warning, ...slirp].filter((w): w is string => !!w);
+  }
+
+  /** Each NIC as the user sees it: the wiring it started with, else what a start would choose now. */
+  private async nicInfo(vm: Vm): Promise<NicInfo[]> {
+    const passt = !!(await findPasst());
+    const leases = new Map<string, Lease[]>();
+    for (const nic of vm.spec.nics) {
+      if (nic.net.type === 'network' && !leases.has(nic.net.network)) {
+        leases.set(nic.net.network, (await this.networks?.leases(nic.net.network)) ?? []);
+      }
+    }
+    return vm.spec.nics.map((nic, index) => {
+      const net = nic.net;
+      const base = { index, model: nic.model, mac: nic.mac, forwards: [] as string[], ips: [] as string[] };
+      switch (net.type) {
+        case 'user': {
+          const wired = vm.nets?.[index];
+          const choice = chooseUserBackend(net, wired ? wired.kind === 'passt' : passt);
+          return {
+            ...base,
+            network: `user (${choice.backend === 'passt' ? 'passt' : 'QEMU slirp'})`,
+            reason: choice.reason,
+            forwards: net.forwards.map(formatForward),
+          };
+        }
+        case 'bridge':
+          return { ...base, network: `bridge ${net.bridge}` };
+        case 'network':
+          return {
+            ...base,
+            network: `network ${net.network}`,
+            ips: (leases.get(net.network) ?? []).filter((l) => l.mac === nic.mac).map((l) => l.ip),
+          };
+      }
+    });
+  }
+
+  /** Every NIC on a private network must name one that exists; the error says how to make it. */
+  private checkNetworks(spec: VmSpec): void {
+    for (const nic of spec.nics) {
+      if (nic.net.type === 'network' && !this.networks?.has(nic.net.network)) {
+        throw new UserError(
+          `no network named "${nic.net.network}": create it with "phyllome network create ${nic.net.network}" (see "phyllome network list")`,
+          404,
+          'not-found',
+        );
+      }
+    }
+  }
+
+  /** The VMs with a NIC on this private network, and which of them run. */
+  usersOfNetwork(network: string): { vms: string[]; running: string[] } {
+    const on = [...this.vms.values()].filter((vm) =>
+      vm.spec.nics.some((n) => n.net.type === 'network' && n.net.network === network),
+    );
+    return {
+      vms: on.map((vm) => vm.spec.name).sort(),
+      running: on
+        .filter((vm) => vm.state !== 'stopped')
+        .map((vm) => vm.spec.name)
+        .sort(),
+    };
   }
 
   async info(name: string): Promise<VmInfo> {
@@ -304,6 +404,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
       ...(vm.pid ? { pid: vm.pid } : {}),
       ...(vm.accel ? { accel: vm.accel } : {}),
       warnings: await this.warnings(vm),
+      nics: await this.nicInfo(vm),
       spec: vm.spec,
     };
   }
@@ -350,6 +451,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
         createdAt: new Date().toISOString(),
       };
       await checkFiles(spec, new Set([...newDisks.map((d) => d.file), ...(seed ? [seed] : [])]));
+      this.checkNetworks(spec);
       if (spec.tpm) await findSwtpm().catch(userErrorsFrom(SwtpmError));
       if (needsKey(spec) && !newDisks.some((d) => d.encrypted)) {
         throw new UserError(
@@ -432,10 +534,26 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     await rm(files.dir, { recursive: true, force: true });
     await mkdir(files.dir, { recursive: true, mode: 0o750 });
     const state = stateFiles(this.layout, spec.name);
-    const args = buildQemuArgs({ spec, files, state, accel: decision.accel, caps: this.host.qemu.caps });
     await Promise.all([rm(files.qemuLog, { force: true }), rm(files.serialLog, { force: true })]);
     const key = needsKey(spec) ? await this.keystore.keyFor(spec.uuid).catch(keystoreError) : undefined;
+    this.checkNetworks(spec);
     const swtpm = spec.tpm ? await this.startTpm(vm) : undefined;
+    let nets;
+    try {
+      nets = await plugNics(spec, files);
+    } catch (e) {
+      if (swtpm) terminate(swtpm);
+      await rm(files.dir, { recursive: true, force: true });
+      throw e;
+    }
+    const args = buildQemuArgs({
+      spec,
+      files,
+      state,
+      accel: decision.accel,
+      caps: this.host.qemu.caps,
+      nets,
+    });
     this.setState(vm, 'starting');
     if (key) await writeFile(files.key, key, { mode: 0o600, flag: 'wx' });
     const pid = spawnDetached(this.host.qemu.binary, args, files.qemuLog);
@@ -450,7 +568,8 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     } catch (e) {
       qmp?.close();
       await killQemu(pid, spec.uuid);
-      if (swtpm) stopSwtpm(swtpm);
+      if (swtpm) terminate(swtpm);
+      await unplugNics(spec, files);
       await rm(files.dir, { recursive: true, force: true });
       const why = await this.lastQemuError(vm);
       this.setState(vm, 'stopped', `failed to start: ${why}`);
@@ -466,6 +585,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     vm.startedAt = new Date().toISOString();
     vm.shutdownExpected = false;
     vm.serial = serial;
+    vm.nets = nets;
     this.attach(vm, qmp);
     const resumed = qmp.waitForEvent('RESUME', QMP_START_TIMEOUT_MS);
     await qmp.execute('cont');
@@ -513,7 +633,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     const dir = stateFiles(this.layout, vm.spec.name).tpmState;
     if (!pid) return;
     for (let i = 0; i < 50 && (await isSwtpmFor(pid, dir)); i++) await sleep(20);
-    if (await isSwtpmFor(pid, dir)) stopSwtpm(pid);
+    if (await isSwtpmFor(pid, dir)) terminate(pid);
   }
 
   /** QEMU creates its QMP socket early; retry connecting until then, failing fast if it exits. */
@@ -956,6 +1076,100 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     };
   }
 
+  /** The user-mode NIC a forward goes through: the given one, else the first. */
+  private userNic(vm: Vm, index?: number): { index: number; net: Extract<NetSpec, { type: 'user' }> } {
+    const i = index ?? vm.spec.nics.findIndex((n) => n.net.type === 'user');
+    const net = vm.spec.nics[i]?.net;
+    if (net?.type !== 'user') {
+      throw new UserError(
+        index === undefined
+          ? `VM "${vm.spec.name}" has no user-mode NIC to forward ports through (a bridged or private-network guest is reached at its own address)`
+          : `NIC ${index} of "${vm.spec.name}" is not on user-mode networking: forwards need one`,
+      );
+    }
+    return { index: i, net };
+  }
+
+  /** The NIC's user-mode settings changed: in the spec now; `now` says whether the running VM has it too. */
+  private async setUserNet(vm: Vm, index: number, net: Extract<NetSpec, { type: 'user' }>): Promise<void> {
+    const nics = vm.spec.nics.map((n, i) => (i === index ? { ...n, net } : n));
+    vm.spec = respec(vm.spec, { nics });
+    await this.store.writeSpec(vm.spec);
+  }
+
+  /**
+   * Adds a port forward. QEMU's own user networking takes it at once (HMP hostfwd_add); passt reads
+   * its forwards at start, so there it applies from the next start, and the answer says so.
+   */
+  forwardAdd(name: string, f: ForwardSpec, nicIndex?: number): Promise<ForwardChange> {
+    return this.withLock(name, 'forward add', async () => {
+      const vm = this.get(name);
+      const { index, net } = this.userNic(vm, nicIndex);
+      const same = net.forwards.find((x) => x.proto === f.proto && x.hostPort === f.hostPort);
+      if (same)
+        throw conflict(`host port ${f.hostPort}/${f.proto} is already forwarded (${formatForward(same)})`);
+      await checkPortsFree([f]).catch((e: unknown) => {
+        if (e instanceof PortInUseError) throw conflict(e.message);
+        throw e;
+      });
+      const wired = isLive(vm) ? vm.nets?.[index] : undefined;
+      if (wired?.kind === 'slirp') {
+        await this.hmp(vm, `hostfwd_add net${index} ${slirpHostfwd(f)}`);
+      }
+      await this.setUserNet(vm, index, { ...net, forwards: [...net.forwards, f] });
+      return { vm: await this.info(name), applied: wired && wired.kind !== 'slirp' ? 'next-start' : 'now' };
+    });
+  }
+
+  forwardRemove(
+    name: string,
+    f: Pick<ForwardSpec, 'proto' | 'hostPort'>,
+    nicIndex?: number,
+  ): Promise<ForwardChange> {
+    return this.withLock(name, 'forward remove', async () => {
+      const vm = this.get(name);
+      const { index, net } = this.userNic(vm, nicIndex);
+      const old = net.forwards.find((x) => x.proto === f.proto && x.hostPort === f.hostPort);
+      if (!old) {
+        throw new UserError(
+          `"${name}" forwards no host port ${f.hostPort}/${f.proto}: see "phyllome net forward list ${name}"`,
+          404,
+          'not-found',
+        );
+      }
+      const wired = isLive(vm) ? vm.nets?.[index] : undefined;
+      if (wired?.kind === 'slirp') {
+        await this.hmp(
+          vm,
+          `hostfwd_remove net${index} ${f.proto}:${old.public ? '' : '127.0.0.1'}:${f.hostPort}`,
+          // Gone already is what was asked for.
+          /^host forwarding rule for \S+ (removed|not found)$/,
+        );
+      }
+      await this.setUserNet(vm, index, { ...net, forwards: net.forwards.filter((x) => x !== old) });
+      return { vm: await this.info(name), applied: wired && wired.kind !== 'slirp' ? 'next-start' : 'now' };
+    });
+  }
+
+  /** Lets the guest reach the host's loopback services (or not again); from the next start. */
+  hostLoopback(name: string, enabled: boolean, nicIndex?: number): Promise<ForwardChange> {
+    return this.withLock(name, 'host-loopback', async () => {
+      const vm = this.get(name);
+      const { index, net } = this.userNic(vm, nicIndex);
+      await this.setUserNet(vm, index, { ...net, hostLoopback: enabled });
+      return { vm: await this.info(name), applied: isLive(vm) ? 'next-start' : 'now' };
+    });
+  }
+
+  /**
+   * HMP through QMP, for the few commands QMP lacks. HMP answers in text: anything but what `ok`
+   * accepts (silence, by default) is a refusal.
+   */
+  private async hmp(vm: Vm, command: string, ok = /^$/): Promise<void> {
+    const out = (await vm.qmp!.execute<string>('human-monitor-command', { 'command-line': command })).trim();
+    if (!ok.test(out)) throw new UserError(`QEMU refused "${command}": ${out}`);
+  }
+
   /** The VM's serial console, for any number of viewers. */
   console(name: string): SerialHub {
     const vm = this.running(name, ['running', 'paused', 'stopping']);
@@ -1063,6 +1277,12 @@ function sizeOf(value: string, what: string): number {
 interface PciDevice {
   qdev_id?: string;
   pci_bridge?: { devices?: PciDevice[] };
+}
+
+/** A network change: `now` when the VM (running or not) has it, `next-start` when the running VM gets it at its next start. */
+export interface ForwardChange {
+  vm: VmInfo;
+  applied: 'now' | 'next-start';
 }
 
 export type DiskInfo = DiskSpec & { id: string; virtualSize?: number };

@@ -1,9 +1,17 @@
 import { spawn } from 'node:child_process';
 import { openSync, closeSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { exists } from '../daemon/files.js';
 
 /** Starts a VM process (QEMU, swtpm) in its own session (setsid) so it outlives the daemon; output goes to a log file. */
-export function spawnDetached(binary: string, args: string[], logFile: string): number {
+export function spawnDetached(
+  binary: string,
+  args: string[],
+  logFile: string,
+  /** Called if it exits while this daemon runs (its argv is no proof of life while it execs). */
+  onExit?: () => void,
+): number {
   const log = openSync(logFile, 'a', 0o640);
   try {
     const child = spawn(binary, args, { detached: true, stdio: ['ignore', log, log] });
@@ -11,6 +19,7 @@ export function spawnDetached(binary: string, args: string[], logFile: string): 
     child.on('error', () => {
       /* reported by the caller through the missing QMP socket and the log */
     });
+    if (onExit) child.once('exit', onExit);
     child.unref();
     return child.pid;
   } finally {
@@ -66,5 +75,59 @@ export async function killQemu(pid: number, uuid: string): Promise<void> {
     process.kill(pid, 'SIGKILL');
   } catch {
     /* already gone */
+  }
+}
+
+/**
+ * A helper program (swtpm, passt, dnsmasq): `override` when set (an env variable), else the first on
+ * PATH or in the sbin folders, which a non-login PATH may lack.
+ */
+export async function findBinary(
+  name: string,
+  override?: string,
+  envPath = process.env.PATH,
+): Promise<string | undefined> {
+  const dirs = [...(envPath ?? '/usr/bin:/bin').split(':'), '/usr/sbin', '/sbin'];
+  for (const c of override ? [override] : dirs.map((d) => path.join(d, name))) {
+    if (await exists(c)) return c;
+  }
+  return undefined;
+}
+
+/** SIGTERM by pid: only for a pid just checked to be ours, or one spawned moments ago. */
+export function terminate(pid: number): void {
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    /* gone */
+  }
+}
+
+/**
+ * Starts a helper that serves a Unix socket (swtpm, passt) detached, so it outlives a daemon restart
+ * with its QEMU, and waits (bounded) for the socket. One that exits first fails with the words of its
+ * log (`logTail`); its exit is watched, not its argv, which is briefly empty while it execs.
+ */
+export async function startSocketHelper(o: {
+  name: string;
+  binary: string;
+  args: string[];
+  log: string;
+  socket: string;
+  timeoutMs: number;
+  logTail: () => Promise<string>;
+}): Promise<number> {
+  let exited = false;
+  const pid = spawnDetached(o.binary, o.args, o.log, () => (exited = true));
+  const deadline = Date.now() + o.timeoutMs;
+  for (;;) {
+    if (await exists(o.socket)) return pid;
+    if (exited)
+      throw new Error(`${o.name} exited at start: ${(await o.logTail()) || 'no message'}; see ${o.log}`);
+    if (Date.now() > deadline) {
+      terminate(pid);
+      throw new Error(`${o.name} did not open its socket within ${o.timeoutMs} ms; see ${o.log}`);
+    }
+    await sleep(20);
   }
 }

@@ -1,7 +1,5 @@
 import { mkdir, readFile } from 'node:fs/promises';
-import path from 'node:path';
-import { exists } from '../daemon/files.js';
-import { argvOf, spawnDetached } from './process.js';
+import { argvOf, findBinary, startSocketHelper } from './process.js';
 
 export class SwtpmError extends Error {}
 
@@ -48,17 +46,13 @@ export function swtpmArgs(f: SwtpmFiles): string[] {
 
 /** The swtpm binary: PHYLLOME_SWTPM, else the first `swtpm` on PATH. */
 export async function findSwtpm(env: NodeJS.ProcessEnv = process.env): Promise<string> {
-  const candidates = env.PHYLLOME_SWTPM
-    ? [env.PHYLLOME_SWTPM]
-    : (env.PATH ?? '/usr/bin:/bin').split(':').map((d) => path.join(d, 'swtpm'));
-  for (const c of candidates) if (await exists(c)) return c;
+  const found = await findBinary('swtpm', env.PHYLLOME_SWTPM, env.PATH);
+  if (found) return found;
   throw new SwtpmError(`this VM has a TPM, but swtpm is not installed: ${SWTPM_INSTALL_HINT}`);
 }
 
 export const isSwtpmFor = async (pid: number, stateDir: string): Promise<boolean> =>
   (await argvOf(pid))?.includes(`dir=${stateDir},mode=0600`) ?? false;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The last lines of swtpm's log, for error messages. */
 export const swtpmLogTail = async (file: string) =>
@@ -70,28 +64,15 @@ export const swtpmLogTail = async (file: string) =>
  */
 export async function startSwtpm(binary: string, f: SwtpmFiles, timeoutMs = 5000): Promise<number> {
   await mkdir(f.stateDir, { recursive: true, mode: 0o700 });
-  const pid = spawnDetached(binary, swtpmArgs(f), f.log);
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await exists(f.socket)) return pid;
-    if (!(await isSwtpmFor(pid, f.stateDir))) {
-      throw new SwtpmError(
-        `swtpm exited at start: ${(await swtpmLogTail(f.log)) || 'no message'}; see ${f.log}`,
-      );
-    }
-    if (Date.now() > deadline) {
-      stopSwtpm(pid);
-      throw new SwtpmError(`swtpm did not open its socket within ${timeoutMs} ms; see ${f.log}`);
-    }
-    await sleep(20);
-  }
-}
-
-/** Only for a pid just checked with isSwtpmFor, or one we spawned moments ago. */
-export function stopSwtpm(pid: number): void {
-  try {
-    process.kill(pid, 'SIGTERM');
-  } catch {
-    /* gone */
-  }
+  return startSocketHelper({
+    name: 'swtpm',
+    binary,
+    args: swtpmArgs(f),
+    log: f.log,
+    socket: f.socket,
+    timeoutMs,
+    logTail: () => swtpmLogTail(f.log),
+  }).catch((e: Error) => {
+    throw new SwtpmError(e.message);
+  });
 }

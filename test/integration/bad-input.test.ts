@@ -13,8 +13,9 @@ async function snapshot(dir: string): Promise<Record<string, string>> {
   const walk = async (d: string) => {
     for (const e of await readdir(d, { withFileTypes: true })) {
       const p = path.join(d, e.name);
-      // The daemon's own log grows with every request; it is not VM state.
-      if (e.name === 'phyllomed.log') continue;
+      // The daemon's own log grows with every request, and the running guest writes its serial log
+      // (DHCP renewals) and passt its own when it likes: none of them is VM state.
+      if (['phyllomed.log', 'serial.log'].includes(e.name) || /^passt-\d+\.log$/.test(e.name)) continue;
       if (e.isDirectory()) await walk(p);
       else
         out[path.relative(dir, p)] = createHash('sha256')

@@ -6,6 +6,7 @@ import { afterEach, beforeEach, inject } from 'vitest';
 import type { VmInfo } from '../../src/daemon/vms.js';
 import { isQemuFor, readPidfile } from '../../src/qemu/process.js';
 import { isSwtpmFor } from '../../src/qemu/swtpm.js';
+import { isPasstFor } from '../../src/net/passt.js';
 
 export const root = path.resolve(import.meta.dirname, '../..');
 const bundle = path.join(root, 'dist/phyllome.mjs');
@@ -175,6 +176,13 @@ export async function destroyHome(h: TestHome): Promise<void> {
     const swtpmPid = await readPidfile(path.join(vmsRun, name, 'swtpm.pid'));
     if (swtpmPid && (await isSwtpmFor(swtpmPid, path.join(h.home, 'vms', name, 'tpm')))) {
       process.kill(swtpmPid, 'SIGKILL');
+    }
+    for (const file of (await readdir(path.join(vmsRun, name)).catch(() => [])).filter((f) =>
+      /^passt-\d+\.pid$/.test(f),
+    )) {
+      const passtPid = await readPidfile(path.join(vmsRun, name, file));
+      const socket = path.join(vmsRun, name, file.replace(/\.pid$/, '.sock'));
+      if (passtPid && (await isPasstFor(passtPid, socket))) process.kill(passtPid, 'SIGKILL');
     }
   }
   await rm(h.dir, { recursive: true, force: true });

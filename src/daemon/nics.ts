@@ -1,0 +1,91 @@
+import { writeFile } from 'node:fs/promises';
+import { addTap, deleteLink, ip, IpError, isBridge } from '../net/ip.js';
+import { findPasst, isPasstFor, PasstError, startPasst } from '../net/passt.js';
+import { checkPortsFree, PortInUseError } from '../net/ports.js';
+import { tapName, wireNics, type NicWiring } from '../net/wiring.js';
+import { readPidfile, terminate } from '../qemu/process.js';
+import type { VmSpec } from '../spec/schema.js';
+import { conflict, UserError } from './errors.js';
+import type { runtimeFiles } from './paths.js';
+
+type Files = ReturnType<typeof runtimeFiles>;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Where a NIC's bridge is missing, what to do about it. */
+const noBridge = (bridge: string, network?: string) =>
+  network
+    ? `private network "${network}" is not up (no bridge ${bridge}): see "phyllome network list", or create it with "phyllome network create ${network}"`
+    : `there is no bridge ${bridge} on this host: create one with "ip link add ${bridge} type bridge && ip link set ${bridge} up" (and add your LAN NIC to it), or with nmcli or systemd-networkd`;
+
+/**
+ * Makes the host side of every NIC before QEMU starts: checks forwarded ports are free, starts passt
+ * per user-mode NIC, makes taps on bridges. Anything made is undone if a later step fails.
+ */
+export async function plugNics(spec: VmSpec, files: Files): Promise<NicWiring[]> {
+  const passt = await findPasst();
+  const nets = wireNics(spec, !!passt, files.passtSocket);
+  try {
+    await checkPortsFree(nets.flatMap((w) => (w.kind === 'tap' ? [] : w.forwards)));
+  } catch (e) {
+    if (e instanceof PortInUseError) throw conflict(e.message);
+    throw e;
+  }
+  try {
+    for (const [i, w] of nets.entries()) {
+      if (w.kind === 'passt') {
+        const pid = await startPasst(passt, {
+          socket: w.socket,
+          log: files.passtLog(i),
+          forwards: w.forwards,
+          hostLoopback: w.hostLoopback,
+          uid: process.getuid?.() ?? 0,
+          gid: process.getgid?.() ?? 0,
+        });
+        await writeFile(files.passtPidfile(i), `${pid}\n`);
+      } else if (w.kind === 'tap') {
+        const nic = spec.nics[i]!.net;
+        if (process.getuid?.() !== 0) {
+          throw new UserError(`NIC ${i} joins bridge ${w.bridge}: that needs phyllomed to run as root`);
+        }
+        if (!(await isBridge(w.bridge))) {
+          throw new UserError(noBridge(w.bridge, nic.type === 'network' ? nic.network : undefined));
+        }
+        await deleteLink(w.ifname); // a crash's leftover tap of this very NIC
+        await addTap(w.ifname, w.bridge);
+      }
+    }
+  } catch (e) {
+    await unplugNics(spec, files);
+    if (e instanceof PasstError || e instanceof IpError) throw new UserError(e.message);
+    throw e;
+  }
+  return nets;
+}
+
+/**
+ * Removes the host side of the VM's NICs once its QEMU is gone. passt leaves by itself when QEMU
+ * disconnects (--one-off); one that never saw QEMU is stopped. Taps (ours by name) are deleted.
+ */
+export async function unplugNics(spec: VmSpec, files: Files): Promise<void> {
+  for (const [i, nic] of spec.nics.entries()) {
+    if (nic.net.type === 'user') {
+      const pid = await readPidfile(files.passtPidfile(i));
+      const socket = files.passtSocket(i);
+      if (!pid) continue;
+      for (let n = 0; n < 25 && (await isPasstFor(pid, socket)); n++) await sleep(20);
+      if (await isPasstFor(pid, socket)) terminate(pid);
+    } else {
+      await deleteLink(tapName(spec.uuid, i));
+    }
+  }
+}
+
+/** A bridge remade while its VMs ran (a daemon start repairing a network) has lost their taps: plug them back. */
+export async function replugTaps(nets: NicWiring[]): Promise<void> {
+  for (const w of nets) {
+    if (w.kind === 'tap' && (await isBridge(w.bridge))) {
+      await ip(['link', 'set', 'dev', w.ifname, 'master', w.bridge, 'up']);
+    }
+  }
+}

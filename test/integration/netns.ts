@@ -1,0 +1,122 @@
+import { execFile, spawn } from 'node:child_process';
+import { openSync } from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterEach, beforeEach } from 'vitest';
+import { alive, root, waitFor, type TestHome } from './helpers.js';
+
+const run = promisify(execFile);
+const bundle = path.join(root, 'dist/phyllome.mjs');
+
+export const isRoot = process.getuid?.() === 0;
+
+/** Where the daemon's API listens inside the namespace: a guest must not reach it. */
+export const API_PORT = 8470;
+
+/**
+ * A network namespace of the test's own, so that nothing a test does (bridges, NAT, passt) touches the
+ * machine's network. It has loopback and a veth pair holding 10.99.0.2/24 with a default route via
+ * 10.99.0.1 (nobody): passt copies its address and routes from there, and nothing leaves the namespace.
+ */
+export class Netns {
+  constructor(readonly name: string) {}
+
+  static async make(): Promise<Netns> {
+    const ns = new Netns(`pht-${process.pid}-${Math.random().toString(36).slice(2, 8)}`);
+    await run('ip', ['netns', 'add', ns.name]);
+    for (const args of [
+      ['link', 'set', 'lo', 'up'],
+      ['link', 'add', 'v0', 'type', 'veth', 'peer', 'name', 'v1'],
+      ['addr', 'add', '10.99.0.2/24', 'dev', 'v0'],
+      ['link', 'set', 'v0', 'up'],
+      ['link', 'set', 'v1', 'up'],
+      ['route', 'add', 'default', 'via', '10.99.0.1'],
+    ]) {
+      await run('ip', ['-n', ns.name, ...args]);
+    }
+    return ns;
+  }
+
+  /** Runs a command inside the namespace (bounded); stdout, or the error with stderr. */
+  async exec(args: string[], timeoutMs = 15_000): Promise<string> {
+    return (await run('ip', ['netns', 'exec', this.name, ...args], { timeout: timeoutMs })).stdout;
+  }
+
+  /** An HTTP GET from inside the namespace (its loopback is not the machine's): the body, or undefined. */
+  async fetch(url: string): Promise<string | undefined> {
+    const script = `fetch(${JSON.stringify(url)},{signal:AbortSignal.timeout(4000)}).then(r=>r.text()).then(t=>process.stdout.write(t),()=>process.exit(3))`;
+    return this.exec([process.execPath, '-e', script]).catch(() => undefined);
+  }
+
+  /** `ip -j link` names inside the namespace. */
+  async links(): Promise<string[]> {
+    const list = JSON.parse(await this.exec(['ip', '-j', 'link'])) as { ifname: string }[];
+    return list.map((l) => l.ifname);
+  }
+
+  async pids(): Promise<number[]> {
+    const out = await run('ip', ['netns', 'pids', this.name]).catch(() => ({ stdout: '' }));
+    return out.stdout
+      .split('\n')
+      .filter(Boolean)
+      .map(Number)
+      .filter((p) => alive(p));
+  }
+
+  /** The processes in the namespace, by command name (comm). */
+  async commands(): Promise<string[]> {
+    const { readFile } = await import('node:fs/promises');
+    return Promise.all(
+      (await this.pids()).map(async (p) =>
+        (await readFile(`/proc/${p}/comm`, 'utf8').catch(() => '?')).trim(),
+      ),
+    );
+  }
+
+  /** Starts phyllomed inside the namespace, listening on its loopback too; the CLI reaches it by its socket. */
+  async startDaemon(h: TestHome, env: NodeJS.ProcessEnv = {}): Promise<void> {
+    const log = openSync(path.join(h.dir, 'daemon.log'), 'a');
+    const child = spawn(
+      'ip',
+      ['netns', 'exec', this.name, process.execPath, bundle, 'daemon', '--listen', `127.0.0.1:${API_PORT}`],
+      { env: { ...h.env, ...env }, detached: true, stdio: ['ignore', log, log] },
+    );
+    child.unref();
+    await waitFor(
+      'phyllomed to listen in the namespace',
+      async () =>
+        (await this.exec(['ss', '-Hltn', `sport = :${API_PORT}`])).includes(`:${API_PORT}`) || undefined,
+      30_000,
+    );
+  }
+
+  /** Every process in the namespace was started by this test (daemon, QEMU, passt, dnsmasq): kill them, then it. */
+  async destroy(): Promise<void> {
+    for (let i = 0; i < 3; i++) {
+      const pids = await this.pids();
+      if (!pids.length) break;
+      for (const p of pids) {
+        try {
+          process.kill(p, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    await run('ip', ['netns', 'del', this.name]).catch(() => undefined);
+  }
+}
+
+/** A fresh namespace for each test of the file, removed (with everything in it) after it. */
+export function useNetns(): () => Netns {
+  let ns: Netns | undefined;
+  beforeEach(async () => {
+    ns = await Netns.make();
+  });
+  afterEach(async () => {
+    await ns?.destroy();
+    ns = undefined;
+  });
+  return () => ns!;
+}
