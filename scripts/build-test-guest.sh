@@ -11,7 +11,7 @@
 set -euo pipefail
 export PATH=$PATH:/usr/sbin:/sbin # depmod, mkfs.ext4 for a non-root user
 
-SCRIPT_VERSION=10
+SCRIPT_VERSION=11
 READY_LINE=PHYLLOME-GUEST-READY
 out=${1:-${PHYLLOME_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/phyllome}/test-guest}
 out=${out%/}
@@ -19,8 +19,8 @@ out=${out%/}
 # crc32c_generic first: ext4 wants crc32c and busybox modprobe does not follow softdeps.
 modules=(virtio_pci virtio_blk crc32c_generic ext4 button evdev virtio_net)
 # Carried too, but loaded only when the guest has the device (by its virtio modalias): the DRM stack
-# costs most of a second of boot under TCG. efivarfs only under UEFI.
-on_demand=(virtio_gpu efivarfs)
+# costs most of a second of boot under TCG. efivarfs only under UEFI; virtio_console for the guest agent.
+on_demand=(virtio_gpu efivarfs virtio_console)
 
 die() {
   echo "build-test-guest: $*" >&2
@@ -62,6 +62,7 @@ command -v cpio >/dev/null || missing+=(cpio)
 { command -v depmod && command -v modinfo; } >/dev/null || missing+=(kmod)
 command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
 command -v flock >/dev/null || missing+=(util-linux)
+[ -x /usr/sbin/qemu-ga ] || missing+=(qemu-guest-agent) # the guest agent, with its libraries
 command -v xz >/dev/null || missing+=(xz-utils) # Debian's kernel image is xz inside: see vmlinux below
 install_missing "${missing[@]}"
 
@@ -160,6 +161,13 @@ cp "$moddir/modules.builtin" "$moddir/modules.builtin.modinfo" "$root/lib/module
 (cd "$root/lib/modules/$kver" && find kernel -name '*.ko' | LC_ALL=C sort >modules.order)
 depmod -b "$root" "$kver"
 
+# The QEMU guest agent is dynamically linked: it travels with the libraries ldd names.
+cp /usr/sbin/qemu-ga "$root/usr/sbin/"
+for lib in $(ldd /usr/sbin/qemu-ga | grep -o '/[^ ]*'); do
+  mkdir -p "$root$(dirname "$lib")"
+  cp -L "$lib" "$root$lib"
+done
+
 cat >"$root/etc/acpi/PWRF/00000080" <<'ACPI'
 #!/bin/sh
 sync
@@ -220,6 +228,11 @@ if [ -d /sys/class/net/eth0 ]; then
   udhcpc -i eth0 -s /etc/udhcpc/script -n -q -t 3 -T 1 >/dev/null 2>&1 ||
     udhcpc -i eth0 -s /etc/udhcpc/script -q -T 1 -A 2 >/dev/null 2>&1 &
 fi
+# The guest agent on its virtio-serial port (no udev here to name /dev/virtio-ports/*); the kernel
+# argument phyllome.noagent leaves it out, for tests of what works without one.
+grep -qw phyllome.noagent /proc/cmdline || for p in /sys/class/virtio-ports/*; do
+  [ "\$(cat \$p/name 2>/dev/null)" = org.qemu.guest_agent.0 ] && qemu-ga -d -m virtio-serial -p /dev/\${p##*/} -f /tmp/qga.pid -t /tmp
+done
 echo $READY_LINE >/dev/ttyS0
 export HOME=/root PATH=/bin:/sbin:/usr/bin:/usr/sbin
 cd /root

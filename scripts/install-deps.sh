@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 # qemu-system-gui carries the virgl device modules; Mesa gives llvmpipe when there is no GPU.
 # ovmf, swtpm and osinfo-db serve the guest planner (UEFI, TPM 2.0, OS knowledge); genisoimage makes
 # cloud-init seeds and the tests' install media. passt is user-mode networking without root;
-# iproute2, dnsmasq-base and nftables make private networks (bridge, DHCP, NAT).
-packages=(qemu-system-x86 qemu-system-gui qemu-utils libgl1-mesa-dri libegl-mesa0 busybox-static linux-image-amd64 cpio kmod e2fsprogs binutils util-linux coreutils ovmf swtpm swtpm-tools osinfo-db genisoimage passt iproute2 dnsmasq-base nftables)
+# iproute2, dnsmasq-base and nftables make private networks (bridge, DHCP, NAT); the test guest carries
+# qemu-guest-agent.
+packages=(qemu-system-x86 qemu-system-gui qemu-utils libgl1-mesa-dri libegl-mesa0 busybox-static linux-image-amd64 cpio kmod e2fsprogs binutils util-linux coreutils ovmf swtpm swtpm-tools osinfo-db genisoimage passt iproute2 dnsmasq-base nftables qemu-guest-agent)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -144,7 +144,7 @@ export function vmDetails(vm: VmInfo): string {
   vm.spec.cdroms.forEach((c, i) => lines.push([`CD-ROM ${i}`, `${c.path ?? '(empty)'} (${c.role})`]));
   for (const n of vm.nics ?? []) {
     lines.push([`NIC ${n.index}`, `${n.model} ${n.mac} on ${n.network}`]);
-    if (n.ips.length) lines.push(['  addresses', n.ips.join(', ')]);
+    if (n.ips.length) lines.push(['  addresses', `${n.ips.join(', ')} (from ${n.ipsFrom ?? 'the guest'})`]);
     if (n.forwards.length) lines.push(['  forwards', n.forwards.join(', ')]);
   }
   const width = Math.max(...lines.map(([k]) => k.length));

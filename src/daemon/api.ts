@@ -54,6 +54,7 @@ const vmInfo = z.object({
       reason: z.string().optional(),
       forwards: z.array(z.string()),
       ips: z.array(z.string()),
+      ipsFrom: z.enum(['guest agent', 'DHCP leases']).optional(),
     }),
   ),
   spec: vmSpec,
@@ -357,7 +358,7 @@ export async function buildApi(deps: ApiDeps) {
   api.get(
     '/v1/vms/:name',
     { schema: { summary: 'One VM', params: nameParams, response: { 200: vmInfo, ...errors } } },
-    (request) => manager.info(request.params.name),
+    (request) => manager.status(request.params.name),
   );
 
   api.delete(

@@ -68,6 +68,7 @@ export function runtimeFiles(
     vnc: path.join(dir, 'vnc.sock'),
     tpm: path.join(dir, 'swtpm.sock'),
     key: path.join(dir, 'key'),
+    qga: path.join(dir, 'qga.sock'),
     swtpmPidfile: path.join(dir, 'swtpm.pid'),
     swtpmKey: path.join(dir, 'swtpm.key'),
     passtSocket: (nic) => path.join(dir, `passt-${nic}.sock`),

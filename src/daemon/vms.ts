@@ -9,6 +9,7 @@ import type { QemuInfo } from '../host/qemu-binary.js';
 import { buildQemuArgs, HOTPLUG_PORTS, hotplugPort, KEY_SECRET, needsKey } from '../qemu/cmdline.js';
 import { Keystore, KeystoreError } from '../storage/keystore.js';
 import { QmpClient, type QmpEvent } from '../qemu/qmp.js';
+import { guestInterfaces, QGA_CHARDEV } from '../qemu/qga.js';
 import { isQemuFor, killQemu, readPidfile, spawnDetached, terminate, waitGone } from '../qemu/process.js';
 import {
   diskId,
@@ -77,8 +78,10 @@ export interface NicInfo {
   /** Why this backend (user-mode NICs). */
   reason?: string;
   forwards: string[];
-  /** From Phyllome's DHCP leases (private networks). */
+  /** The guest's addresses on this NIC, where known. */
   ips: string[];
+  /** Where they come from: the guest agent, or Phyllome's DHCP leases (private networks). */
+  ipsFrom?: 'guest agent' | 'DHCP leases';
 }
 
 export interface DriveMedia {
@@ -357,12 +360,15 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
         }
         case 'bridge':
           return { ...base, network: `bridge ${net.bridge}` };
-        case 'network':
+        case 'network': {
+          const ips = (leases.get(net.network) ?? []).filter((l) => l.mac === nic.mac).map((l) => l.ip);
           return {
             ...base,
             network: `network ${net.network}`,
-            ips: (leases.get(net.network) ?? []).filter((l) => l.mac === nic.mac).map((l) => l.ip),
+            ips,
+            ...(ips.length ? { ipsFrom: 'DHCP leases' as const } : {}),
           };
+        }
       }
     });
   }
@@ -392,6 +398,31 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
         .map((vm) => vm.spec.name)
         .sort(),
     };
+  }
+
+  /**
+   * One VM with what only a closer look gives: the guest's addresses from its agent, when the guest
+   * runs one (QEMU says whether the agent's port is open, so a guest without one costs no wait).
+   */
+  async status(name: string): Promise<VmInfo> {
+    const info = await this.info(name);
+    const vm = this.get(name);
+    if (!isLive(vm)) return info;
+    try {
+      const chardevs = await vm.qmp.execute<{ label: string; 'frontend-open': boolean }[]>('query-chardev');
+      if (!chardevs.some((c) => c.label === QGA_CHARDEV && c['frontend-open'])) return info;
+      const seen = await guestInterfaces(runtimeFiles(this.layout, name).qga);
+      return {
+        ...info,
+        nics: info.nics.map((n) => {
+          const ips = seen.find((i) => i.mac === n.mac)?.ips;
+          return ips?.length ? { ...n, ips, ipsFrom: 'guest agent' } : n;
+        }),
+      };
+    } catch (e) {
+      this.log.debug({ vm: name, err: (e as Error).message }, 'no addresses from the guest agent');
+      return info;
+    }
   }
 
   async info(name: string): Promise<VmInfo> {

@@ -1,6 +1,7 @@
 import { diskId, memoryBytes, type CdromSpec, type DiskSpec, type VmSpec } from '../spec/schema.js';
 import { slirpHostfwd, type NicWiring } from '../net/wiring.js';
 import { escapeOptValue, opts } from './opts.js';
+import { QGA_CHARDEV, QGA_PORT_NAME } from './qga.js';
 
 export type Accel = 'kvm' | 'tcg';
 
@@ -15,6 +16,8 @@ export interface RuntimeFiles {
   tpm: string;
   /** The VM's disk key (0600), present only while QEMU starts. */
   key: string;
+  /** The guest agent's channel (virtio-serial), served by QEMU. */
+  qga: string;
 }
 
 /** Per-VM state files QEMU opens, kept in the VM's folder. */
@@ -140,6 +143,16 @@ const serial = ({ files }: LaunchPlan): string[] => [
   opts('socket', { id: 'serial0', path: files.serial, server: true, wait: false }),
   '-serial',
   'chardev:serial0',
+];
+
+/** A channel for the QEMU guest agent, as virt-manager adds: the guest's addresses come through it. */
+const guestAgent = ({ files }: LaunchPlan): string[] => [
+  '-device',
+  opts('virtio-serial-pci', { id: 'vser0' }),
+  '-chardev',
+  opts('socket', { id: QGA_CHARDEV, path: files.qga, server: true, wait: false }),
+  '-device',
+  opts('virtserialport', { bus: 'vser0.0', chardev: QGA_CHARDEV, name: QGA_PORT_NAME }),
 ];
 
 // -kernel/-initrd/-append take their argument verbatim (not QemuOpts), so no escaping applies.
@@ -331,6 +344,7 @@ export function buildQemuArgs(plan: LaunchPlan): string[] {
     sandbox,
     monitor,
     serial,
+    guestAgent,
     tpm,
     boot,
     storage,

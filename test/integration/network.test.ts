@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
+  bootArgs,
   cli,
   createGuest,
   json,
@@ -15,6 +16,13 @@ import {
   type Vm,
 } from './helpers.js';
 import { API_PORT, isRoot, useNetns, type Netns } from './netns.js';
+
+/** Boot flags for the test guest without its guest agent. */
+const noAgent = () => {
+  const args = bootArgs();
+  args[args.indexOf('--append') + 1] += ' phyllome.noagent';
+  return args;
+};
 
 /** The address the guest printed when udhcpc got its lease ("net: eth0 IP", see build-test-guest.sh). */
 function leasedAddress(h: TestHome, name: string): Promise<string> {
@@ -63,8 +71,12 @@ describe.skipIf(!isRoot)('networking (in a network namespace of the test)', () =
     expect(vm.nics[0]!.reason).toMatch(/passt is installed/);
     expect(vm.warnings.join(' ')).not.toMatch(/loopback/);
 
-    // passt hands the guest the namespace's own address.
+    // passt hands the guest the namespace's own address; status reads it from the guest agent.
     expect(await leasedAddress(h, 'web')).toBe('10.99.0.2');
+    await waitFor('the guest agent to report the address', async () => {
+      const nic = (await json<Vm>(h, ['status', 'web'])).nics[0]!;
+      return nic.ips.includes('10.99.0.2') && nic.ipsFrom === 'guest agent' ? true : undefined;
+    });
     expect(await ns.fetch('http://127.0.0.1:18080/')).toBe('phyllome guest web\n');
     // Loopback only: the forward is not on the namespace's other address.
     expect(await ns.fetch('http://10.99.0.2:18080/')).toBeUndefined();
@@ -134,19 +146,27 @@ describe.skipIf(!isRoot)('networking (in a network namespace of the test)', () =
     expect(made).toMatchObject({ subnet: '10.77.0.0/24', gateway: '10.77.0.1', up: true });
     expect(await ns.exec(['nft', 'list', 'table', 'ip', 'phyllome-lab'])).toContain('masquerade');
 
-    for (const name of ['a', 'b']) {
-      await createGuest(h, name, ['--net', 'network=lab']);
-      await ok(h, ['start', name]);
-    }
+    // b runs no guest agent: its address comes from Phyllome's DHCP leases.
+    await createGuest(h, 'a', ['--net', 'network=lab']);
+    await ok(h, ['create', 'b', ...noAgent(), '-m', '256M', '--net', 'network=lab']);
+    for (const name of ['a', 'b']) await ok(h, ['start', name]);
     const [ipA, ipB] = [await leasedAddress(h, 'a'), await leasedAddress(h, 'b')];
     expect(ipA).toMatch(/^10\.77\.0\.\d+$/);
     expect(ipB).toMatch(/^10\.77\.0\.\d+$/);
     expect(ipA).not.toBe(ipB);
 
-    // status shows the address from Phyllome's DHCP leases.
-    const status = await json<Vm>(h, ['status', 'a']);
-    expect(status.nics[0]).toMatchObject({ network: 'network lab', ips: [ipA] });
-    expect((await ok(h, ['status', 'a'])).split('\n').find((l) => l.includes('addresses'))).toContain(ipA);
+    // status shows each address: from the guest agent where there is one, else from the leases.
+    const status = await json<Vm>(h, ['status', 'b']);
+    expect(status.nics[0]).toMatchObject({ network: 'network lab', ips: [ipB], ipsFrom: 'DHCP leases' });
+    const line = (await ok(h, ['status', 'b'])).split('\n').find((l) => l.includes('addresses'));
+    expect(line).toMatch(
+      new RegExp(`^\\s+addresses\\s+${ipB.replaceAll('.', '\\.')} \\(from DHCP leases\\)$`),
+    );
+    await waitFor(
+      'a guest agent answer',
+      async () => (await json<Vm>(h, ['status', 'a'])).nics[0]!.ipsFrom === 'guest agent' || undefined,
+    );
+    expect((await json<Vm>(h, ['status', 'a'])).nics[0]!.ips).toEqual([ipA]);
 
     // A reaches B's web server across the bridge.
     const page = await inGuest(h, 'a', httpFromGuest(ipB, 80), /NC-\d/);

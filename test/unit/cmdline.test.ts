@@ -19,6 +19,7 @@ const files = {
   vnc: '/run/phyllome/vms/demo/vnc.sock',
   tpm: '/run/phyllome/vms/demo/swtpm.sock',
   key: '/run/phyllome/vms/demo/key',
+  qga: '/run/phyllome/vms/demo/qga.sock',
 };
 
 const state = { nvram: '/var/lib/phyllome/vms/demo/nvram.qcow2' };

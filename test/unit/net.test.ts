@@ -14,6 +14,7 @@ import {
 } from '../../src/net/subnet.js';
 import { chooseUserBackend, formatForward, parseForward, tapName, wireNics } from '../../src/net/wiring.js';
 import { buildQemuArgs } from '../../src/qemu/cmdline.js';
+import { parseGuestInterfaces } from '../../src/qemu/qga.js';
 import { parseSpec, SpecError } from '../../src/spec/schema.js';
 
 const identity = {
@@ -101,6 +102,7 @@ describe('NIC wiring', () => {
         vnc: '/r/vnc.sock',
         tpm: '/r/swtpm.sock',
         key: '/r/key',
+        qga: '/r/qga.sock',
       },
       state: { nvram: '/s/nvram.qcow2' },
       accel: 'tcg',
@@ -232,5 +234,28 @@ describe('create --net', () => {
     expect(() =>
       nicsFor({ model: 'e1000e', nets: parseNet('bridge=br0'), forwards: [parseForward('1:2')] }),
     ).toThrow(/user-mode NIC/);
+  });
+});
+
+describe('guest agent answers', () => {
+  it('keeps each interface’s MAC and routable addresses, not loopback or link-local', () => {
+    expect(
+      parseGuestInterfaces([
+        { name: 'lo', 'ip-addresses': [{ 'ip-address': '127.0.0.1', 'ip-address-type': 'ipv4', prefix: 8 }] },
+        {
+          name: 'eth0',
+          'hardware-address': '52:54:00:AB:cd:01',
+          'ip-addresses': [
+            { 'ip-address': '10.77.0.20', 'ip-address-type': 'ipv4', prefix: 24 },
+            { 'ip-address': 'fe80::5054:ff:feab:cd01', 'ip-address-type': 'ipv6', prefix: 64 },
+            { 'ip-address': 'fd00::20', 'ip-address-type': 'ipv6', prefix: 64 },
+          ],
+        },
+        { name: 'eth1', 'hardware-address': '52:54:00:00:00:02' },
+      ]),
+    ).toEqual([
+      { name: 'eth0', mac: '52:54:00:ab:cd:01', ips: ['10.77.0.20', 'fd00::20'] },
+      { name: 'eth1', mac: '52:54:00:00:00:02', ips: [] },
+    ]);
   });
 });
