@@ -120,7 +120,7 @@ program
   )
   .option(
     '--net <network>',
-    'user (default: passt, else QEMU user networking), bridge=BRIDGE or network=NAME; repeatable, one NIC each',
+    'user (default: passt, else QEMU user networking), bridge=BRIDGE, network=NAME or macvtap=NIC; repeatable, one NIC each',
     parseNet,
   )
   .option(

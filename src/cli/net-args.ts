@@ -2,16 +2,20 @@ import type { ForwardSpec } from '../spec/schema.js';
 
 /** A NIC's network as `create --net` takes it, before the daemon checks it. */
 export type NetArg =
-  { type: 'user' } | { type: 'bridge'; bridge: string } | { type: 'network'; network: string };
+  | { type: 'user' }
+  | { type: 'bridge'; bridge: string }
+  | { type: 'network'; network: string }
+  | { type: 'macvtap'; device: string };
 
-/** `user`, `bridge=br0` or `network=NAME` → the spec's net; repeatable, one NIC each. */
+/** `user`, `bridge=br0`, `network=NAME` or `macvtap=eth0` → the spec's net; repeatable, one NIC each. */
 export function parseNet(value: string, previous: NetArg[] = []): NetArg[] {
   const [kind, arg] = value.split(/=(.*)/s);
   if (kind === 'user' && arg === undefined) return [...previous, { type: 'user' }];
   if (kind === 'bridge' && arg) return [...previous, { type: 'bridge', bridge: arg }];
   if (kind === 'network' && arg) return [...previous, { type: 'network', network: arg }];
+  if (kind === 'macvtap' && arg) return [...previous, { type: 'macvtap', device: arg }];
   throw new Error(
-    `--net ${JSON.stringify(value)}: write user (the default), bridge=BRIDGE (a host bridge, like bridge=br0) or network=NAME (see "phyllome network list")`,
+    `--net ${JSON.stringify(value)}: write user (the default), bridge=BRIDGE (a host bridge, like bridge=br0) network=NAME (see "phyllome network list") or macvtap=NIC (the LAN of a host NIC, like macvtap=eth0)`,
   );
 }
 

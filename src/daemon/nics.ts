@@ -1,8 +1,9 @@
 import { writeFile } from 'node:fs/promises';
-import { addTap, deleteLink, ip, IpError, isBridge } from '../net/ip.js';
+import { closeSync } from 'node:fs';
+import { addMacvtap, addTap, deleteLink, ip, IpError, isBridge, linkExists } from '../net/ip.js';
 import { findPasst, isPasstFor, PasstError, startPasst } from '../net/passt.js';
 import { checkPortsFree, PortInUseError } from '../net/ports.js';
-import { tapName, wireNics, type NicWiring } from '../net/wiring.js';
+import { macvtapName, tapName, wireNics, type NicWiring } from '../net/wiring.js';
 import { readPidfile, terminate } from '../qemu/process.js';
 import type { VmSpec } from '../spec/schema.js';
 import { conflict, UserError } from './errors.js';
@@ -22,11 +23,13 @@ const noBridge = (bridge: string, network?: string) =>
  * Makes the host side of every NIC before QEMU starts: checks forwarded ports are free, starts passt
  * per user-mode NIC, makes taps on bridges. Anything made is undone if a later step fails.
  */
-export async function plugNics(spec: VmSpec, files: Files): Promise<NicWiring[]> {
+export async function plugNics(spec: VmSpec, files: Files): Promise<{ nets: NicWiring[]; fds: number[] }> {
   const passt = await findPasst();
   const nets = wireNics(spec, !!passt, files.passtSocket);
+  // The macvtaps' open files, in the order of their fd numbers in QEMU.
+  const fds: number[] = [];
   try {
-    await checkPortsFree(nets.flatMap((w) => (w.kind === 'tap' ? [] : w.forwards)));
+    await checkPortsFree(nets.flatMap((w) => (w.kind === 'slirp' || w.kind === 'passt' ? w.forwards : [])));
   } catch (e) {
     if (e instanceof PortInUseError) throw conflict(e.message);
     throw e;
@@ -43,6 +46,17 @@ export async function plugNics(spec: VmSpec, files: Files): Promise<NicWiring[]>
           gid: process.getgid?.() ?? 0,
         });
         await writeFile(files.passtPidfile(i), `${pid}\n`);
+      } else if (w.kind === 'macvtap') {
+        if (process.getuid?.() !== 0) {
+          throw new UserError(`NIC ${i} is a macvtap on ${w.device}: that needs phyllomed to run as root`);
+        }
+        if (!(await linkExists(w.device))) {
+          throw new UserError(
+            `there is no network interface ${w.device} on this host: see "ip link" for the NICs`,
+          );
+        }
+        await deleteLink(w.ifname); // a crash's leftover
+        fds.push(await addMacvtap(w.ifname, w.device, w.mac));
       } else if (w.kind === 'tap') {
         const nic = spec.nics[i]!.net;
         if (process.getuid?.() !== 0) {
@@ -56,12 +70,16 @@ export async function plugNics(spec: VmSpec, files: Files): Promise<NicWiring[]>
       }
     }
   } catch (e) {
+    closeFds(fds);
     await unplugNics(spec, files);
     if (e instanceof PasstError || e instanceof IpError) throw new UserError(e.message);
     throw e;
   }
-  return nets;
+  return { nets, fds };
 }
+
+/** The daemon's copies of the macvtaps' files, once QEMU has its own (or will never get them). */
+export const closeFds = (fds: number[]): void => fds.forEach((fd) => closeSync(fd));
 
 /**
  * Removes the host side of the VM's NICs once its QEMU is gone. passt leaves by itself when QEMU
@@ -76,7 +94,7 @@ export async function unplugNics(spec: VmSpec, files: Files): Promise<void> {
       for (let n = 0; n < 25 && (await isPasstFor(pid, socket)); n++) await sleep(20);
       if (await isPasstFor(pid, socket)) terminate(pid);
     } else {
-      await deleteLink(tapName(spec.uuid, i));
+      await deleteLink(nic.net.type === 'macvtap' ? macvtapName(spec.uuid, i) : tapName(spec.uuid, i));
     }
   }
 }

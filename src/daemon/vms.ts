@@ -45,7 +45,7 @@ import {
   type SnapshotTarget,
 } from './snapshots.js';
 import { StateStore } from './store.js';
-import { plugNics, replugTaps, unplugNics } from './nics.js';
+import { closeFds, plugNics, replugTaps, unplugNics } from './nics.js';
 import type { NetworkManager } from './networks.js';
 import type { Lease } from '../net/dnsmasq.js';
 import { findPasst } from '../net/passt.js';
@@ -360,6 +360,8 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
         }
         case 'bridge':
           return { ...base, network: `bridge ${net.bridge}` };
+        case 'macvtap':
+          return { ...base, network: `macvtap on ${net.device}` };
         case 'network': {
           const ips = (leases.get(net.network) ?? []).filter((l) => l.mac === nic.mac).map((l) => l.ip);
           return {
@@ -569,9 +571,9 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     const key = needsKey(spec) ? await this.keystore.keyFor(spec.uuid).catch(keystoreError) : undefined;
     this.checkNetworks(spec);
     const swtpm = spec.tpm ? await this.startTpm(vm) : undefined;
-    let nets;
+    let nets, fds;
     try {
-      nets = await plugNics(spec, files);
+      ({ nets, fds } = await plugNics(spec, files));
     } catch (e) {
       if (swtpm) terminate(swtpm);
       await rm(files.dir, { recursive: true, force: true });
@@ -587,7 +589,12 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     });
     this.setState(vm, 'starting');
     if (key) await writeFile(files.key, key, { mode: 0o600, flag: 'wx' });
-    const pid = spawnDetached(this.host.qemu.binary, args, files.qemuLog);
+    let pid;
+    try {
+      pid = spawnDetached(this.host.qemu.binary, args, files.qemuLog, undefined, fds);
+    } finally {
+      closeFds(fds);
+    }
     this.log.info({ vm: spec.name, pid, accel: decision.accel }, 'started QEMU');
     let qmp: QmpClient | undefined;
     let serial: SerialHub;

@@ -1,4 +1,6 @@
 import { execFile } from 'node:child_process';
+import { openSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { exists } from '../daemon/files.js';
 
@@ -64,4 +66,33 @@ export async function hostPrefixes(): Promise<{ cidr: string; dev: string }[]> {
       .filter((r) => r.dst !== 'default')
       .map((r) => ({ cidr: r.dst.includes('/') ? r.dst : `${r.dst}/32`, dev: r.dev ?? '?' })),
   ];
+}
+
+/**
+ * A macvtap on `device` carrying the guest NIC's MAC, up, and its character device opened for QEMU;
+ * removed again if any step fails. Bridge mode lets guests on the same NIC reach each other.
+ */
+export async function addMacvtap(name: string, device: string, mac: string): Promise<number> {
+  await ip([
+    'link',
+    'add',
+    'link',
+    device,
+    'name',
+    name,
+    'address',
+    mac,
+    'type',
+    'macvtap',
+    'mode',
+    'bridge',
+  ]);
+  try {
+    await ip(['link', 'set', 'dev', name, 'up']);
+    const index = (await readFile(`/sys/class/net/${name}/ifindex`, 'utf8')).trim();
+    return openSync(`/dev/tap${index}`, 'r+');
+  } catch (e) {
+    await deleteLink(name);
+    throw e instanceof IpError ? e : new IpError(`cannot open the macvtap ${name}: ${(e as Error).message}`);
+  }
 }

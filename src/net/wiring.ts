@@ -10,7 +10,12 @@ export type NicWiring =
   /** passt, over a Unix stream socket (QEMU 7.2+ `-netdev stream`). */
   | { kind: 'passt'; socket: string; forwards: ForwardSpec[]; hostLoopback: boolean }
   /** A tap device the daemon made and plugged into a bridge. */
-  | { kind: 'tap'; ifname: string; bridge: string };
+  | { kind: 'tap'; ifname: string; bridge: string }
+  /**
+   * A macvtap on a host NIC, which QEMU gets as an open file: `fd` is its number in QEMU (the daemon
+   * passes the macvtap's /dev/tapN there), `mac` the guest NIC's, which the macvtap must carry.
+   */
+  | { kind: 'macvtap'; ifname: string; device: string; mac: string; fd: number };
 
 export interface UserNetChoice {
   backend: UserBackend;
@@ -52,9 +57,16 @@ export function chooseUserBackend(
   };
 }
 
+const nicTag = (uuid: string, index: number) =>
+  `${createHash('sha256').update(uuid).digest('hex').slice(0, 8)}${index}`;
+
 /** A tap's name: 15 bytes at most, stable for the VM's NIC so a crash's leftover can be found and removed. */
-export const tapName = (uuid: string, index: number): string =>
-  `pht${createHash('sha256').update(uuid).digest('hex').slice(0, 8)}${index}`;
+export const tapName = (uuid: string, index: number): string => `pht${nicTag(uuid, index)}`;
+/** The same for a macvtap. */
+export const macvtapName = (uuid: string, index: number): string => `phm${nicTag(uuid, index)}`;
+
+/** The first file descriptor number QEMU gets macvtaps on (0-2 are its stdio). */
+export const FIRST_NIC_FD = 3;
 
 /** The Linux bridge behind a Phyllome private network (names are at most 12 bytes: this fits 15). */
 export const networkBridge = (network: string): string => `ph-${network}`;
@@ -65,6 +77,7 @@ export function wireNics(
   passtInstalled: boolean,
   passtSocket: (index: number) => string,
 ): NicWiring[] {
+  let fd = FIRST_NIC_FD;
   return spec.nics.map((nic, i): NicWiring => {
     const net = nic.net;
     switch (net.type) {
@@ -76,6 +89,14 @@ export function wireNics(
         return { kind: 'tap', ifname: tapName(spec.uuid, i), bridge: net.bridge };
       case 'network':
         return { kind: 'tap', ifname: tapName(spec.uuid, i), bridge: networkBridge(net.network) };
+      case 'macvtap':
+        return {
+          kind: 'macvtap',
+          ifname: macvtapName(spec.uuid, i),
+          device: net.device,
+          mac: nic.mac,
+          fd: fd++,
+        };
     }
   });
 }

@@ -279,6 +279,8 @@ const netdev = (w: NicWiring, id: string): string => {
       return opts('stream', { id, server: false, 'addr.type': 'unix', 'addr.path': w.socket });
     case 'tap':
       return opts('tap', { id, ifname: w.ifname, script: 'no', downscript: 'no' });
+    case 'macvtap':
+      return opts('tap', { id, fd: w.fd });
   }
 };
 

@@ -11,10 +11,12 @@ export function spawnDetached(
   logFile: string,
   /** Called if it exits while this daemon runs (its argv is no proof of life while it execs). */
   onExit?: () => void,
+  /** Open files the process gets as fd 3, 4, … (macvtaps for QEMU). */
+  fds: number[] = [],
 ): number {
   const log = openSync(logFile, 'a', 0o640);
   try {
-    const child = spawn(binary, args, { detached: true, stdio: ['ignore', log, log] });
+    const child = spawn(binary, args, { detached: true, stdio: ['ignore', log, log, ...fds] });
     if (child.pid === undefined) throw new Error(`cannot start ${binary}`);
     child.on('error', () => {
       /* reported by the caller through the missing QMP socket and the log */

@@ -112,7 +112,8 @@ export const forwardSpec = z.strictObject({
 
 /**
  * Where a NIC plugs in. `user`: user-mode networking (passt, else QEMU's own), no root needed.
- * `bridge`: a tap on an existing host bridge. `network`: a Phyllome private network. Both need root.
+ * `bridge`: a tap on an existing host bridge. `network`: a Phyllome private network. `macvtap`: the
+ * LAN of a host NIC, through a macvtap device on it (no bridge needed). The last three need root.
  */
 export const netSpec = z.discriminatedUnion('type', [
   z.strictObject({
@@ -128,6 +129,7 @@ export const netSpec = z.discriminatedUnion('type', [
     type: z.literal('network'),
     network: z.string().regex(NETWORK_NAME_RE, NETWORK_NAME_RULE),
   }),
+  z.strictObject({ type: z.literal('macvtap'), device: ifName }),
 ]);
 
 export const nicSpec = z

@@ -11,6 +11,7 @@ import {
   openConsole,
   stopDaemon,
   useHome,
+  waitForReady,
   waitFor,
   type TestHome,
   type Vm,
@@ -213,17 +214,51 @@ describe.skipIf(!isRoot)('networking (in a network namespace of the test)', () =
     expect(await ns.links()).toContain('br0');
   });
 
+  it('puts a VM on a host NIC’s LAN through a macvtap carrying its MAC, removed when it stops', async () => {
+    const h = home();
+    const ns = netns();
+    // The "LAN": the far end of the namespace's veth pair, with an address the guest can ping.
+    await ns.exec(['ip', 'addr', 'add', '10.98.0.1/24', 'dev', 'v1']);
+    await ns.startDaemon(h);
+    await createGuest(h, 'lan', ['--net', 'macvtap=v0']);
+    const vm = await json<Vm>(h, ['start', 'lan']);
+    expect(vm.nics[0]).toMatchObject({ network: 'macvtap on v0' });
+    const links = JSON.parse(await ns.exec(['ip', '-j', 'link', 'show', 'type', 'macvtap'])) as {
+      ifname: string;
+      address: string;
+      link: string;
+    }[];
+    expect(links).toEqual([
+      expect.objectContaining({
+        ifname: expect.stringMatching(/^phm[0-9a-f]{8}0$/),
+        address: vm.nics[0]!.mac,
+        link: 'v0',
+      }),
+    ]);
+    await waitForReady(h, 'lan');
+    const out = await inGuest(
+      h,
+      'lan',
+      'killall udhcpc; ifconfig eth0 10.98.0.5 netmask 255.255.255.0 up; ping -c 1 -W 3 10.98.0.1 | grep -o "1 packets received"; echo PING-$?',
+      /PING-\d/,
+    );
+    expect(out).toContain('1 packets received');
+    await ok(h, ['stop', 'lan', '--force']);
+    expect(JSON.parse(await ns.exec(['ip', '-j', 'link', 'show', 'type', 'macvtap']))).toEqual([]);
+  });
+
   it('refuses bad input clearly and leaves nothing half-made', async () => {
     const h = home();
     const ns = netns();
     await ns.startDaemon(h);
     const leftovers = async () => ({
       links: (await ns.links()).filter((l) => l.startsWith('ph')),
+      macvtaps: await ns.exec(['ip', 'link', 'show', 'type', 'macvtap']),
       processes: (await ns.commands()).filter((c) => /passt|dnsmasq|qemu/.test(c)),
       tables: await ns.exec(['nft', 'list', 'tables']),
     });
     const clean = await leftovers();
-    expect(clean).toEqual({ links: [], processes: [], tables: '' });
+    expect(clean).toEqual({ links: [], macvtaps: '', processes: [], tables: '' });
 
     // A forward onto a host port another program holds.
     const holder = spawn('ip', [
@@ -255,6 +290,12 @@ describe.skipIf(!isRoot)('networking (in a network namespace of the test)', () =
     const noBridge = await cli(h, ['start', 'lan']);
     expect(noBridge.stderr).toMatch(
       /there is no bridge br9 on this host: create one with "ip link add br9 type bridge/,
+    );
+
+    // A host NIC that does not exist, for a macvtap.
+    await createGuest(h, 'mvt', ['--net', 'macvtap=eth9']);
+    expect((await cli(h, ['start', 'mvt'])).stderr).toMatch(
+      /there is no network interface eth9 on this host/,
     );
 
     // Names that could escape into QEMU options or paths.
@@ -290,6 +331,6 @@ describe.skipIf(!isRoot)('networking (in a network namespace of the test)', () =
 
     expect(await leftovers()).toEqual(clean);
     expect(await json(h, ['network', 'list'])).toEqual([]);
-    expect((await json<Vm[]>(h, ['list'])).map((v) => v.state)).toEqual(['stopped', 'stopped']);
+    expect((await json<Vm[]>(h, ['list'])).map((v) => v.state)).toEqual(['stopped', 'stopped', 'stopped']);
   });
 });

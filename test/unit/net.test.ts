@@ -68,6 +68,7 @@ describe('NIC wiring', () => {
       },
       { model: 'virtio-net-pci', mac: '52:54:00:00:00:03', net: { type: 'bridge', bridge: 'br0' } },
       { model: 'virtio-net-pci', mac: '52:54:00:00:00:04', net: { type: 'network', network: 'lab' } },
+      { model: 'virtio-net-pci', mac: '52:54:00:00:00:05', net: { type: 'macvtap', device: 'eth0' } },
     ],
   });
 
@@ -90,7 +91,9 @@ describe('NIC wiring', () => {
 
   it('builds passt, slirp and tap netdevs (golden)', async () => {
     const nets = wireNics(spec, true, (i) => `/run/phyllome/vms/net/passt-${i}.sock`);
-    expect(nets.map((n) => n.kind)).toEqual(['passt', 'slirp', 'tap', 'tap']);
+    expect(nets.map((n) => n.kind)).toEqual(['passt', 'slirp', 'tap', 'tap', 'macvtap']);
+    // QEMU gets the macvtap as an open file, carrying the NIC's MAC.
+    expect(nets[4]).toMatchObject({ fd: 3, device: 'eth0', mac: '52:54:00:00:00:05' });
     expect(nets[3]).toMatchObject({ bridge: 'ph-lab', ifname: tapName(spec.uuid, 3) });
     expect(tapName(spec.uuid, 3).length).toBeLessThanOrEqual(15);
     const args = buildQemuArgs({
@@ -114,7 +117,13 @@ describe('NIC wiring', () => {
   });
 
   it('takes slirp when passt is missing', () => {
-    expect(wireNics(spec, false, () => '/x').map((n) => n.kind)).toEqual(['slirp', 'slirp', 'tap', 'tap']);
+    expect(wireNics(spec, false, () => '/x').map((n) => n.kind)).toEqual([
+      'slirp',
+      'slirp',
+      'tap',
+      'tap',
+      'macvtap',
+    ]);
   });
 
   it('refuses bridge and network names that could escape into QEMU or ip arguments', () => {
@@ -125,6 +134,7 @@ describe('NIC wiring', () => {
       { type: 'network', network: 'lab,x' },
       { type: 'network', network: 'a/b' },
       { type: 'network', network: 'Lab' },
+      { type: 'macvtap', device: 'eth0,fd=0' },
     ]) {
       expect(
         () => parseSpec({ ...identity, name: 'x', nics: [{ model: 'e1000e', mac, net }] }),
@@ -230,6 +240,7 @@ describe('create --net', () => {
       { model: 'e1000e', net: { type: 'network', network: 'lab' } },
       { model: 'e1000e', net: { type: 'user', forwards: [parseForward('2222:22')], hostLoopback: true } },
     ]);
+    expect(parseNet('macvtap=eth0')).toEqual([{ type: 'macvtap', device: 'eth0' }]);
     expect(() => parseNet('bridge')).toThrow(/bridge=BRIDGE/);
     expect(() =>
       nicsFor({ model: 'e1000e', nets: parseNet('bridge=br0'), forwards: [parseForward('1:2')] }),
