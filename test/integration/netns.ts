@@ -90,8 +90,27 @@ export class Netns {
     );
   }
 
+  /** A second namespace of the test's: "the outside", the far end of the veth pair (10.99.0.1). */
+  outside?: Netns;
+
+  async makeOutside(): Promise<Netns> {
+    const out = new Netns(`${this.name}-o`);
+    await run('ip', ['netns', 'add', out.name]);
+    this.outside = out;
+    await run('ip', ['-n', this.name, 'link', 'set', 'v1', 'netns', out.name]);
+    for (const args of [
+      ['link', 'set', 'lo', 'up'],
+      ['addr', 'add', '10.99.0.1/24', 'dev', 'v1'],
+      ['link', 'set', 'v1', 'up'],
+    ]) {
+      await run('ip', ['-n', out.name, ...args]);
+    }
+    return out;
+  }
+
   /** Every process in the namespace was started by this test (daemon, QEMU, passt, dnsmasq): kill them, then it. */
   async destroy(): Promise<void> {
+    await this.outside?.destroy();
     for (let i = 0; i < 3; i++) {
       const pids = await this.pids();
       if (!pids.length) break;

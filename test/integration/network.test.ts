@@ -196,6 +196,36 @@ describe.skipIf(!isRoot)('networking (in a network namespace of the test)', () =
     expect(await json(h, ['network', 'list'])).toEqual([]);
   });
 
+  it('gives the guests of a NAT network the outside, masqueraded behind the host', async () => {
+    const h = home();
+    const ns = netns();
+    const outside = await ns.makeOutside();
+    // A web server outside that tells who called: it has no route back to the private subnet.
+    const server = spawn('ip', [
+      'netns',
+      'exec',
+      outside.name,
+      process.execPath,
+      '-e',
+      "require('http').createServer((q, r) => r.end('caller ' + q.socket.remoteAddress + '\\n')).listen(8099, '0.0.0.0')",
+    ]);
+    try {
+      await waitFor(
+        'the outside server',
+        async () => (await outside.exec(['ss', '-Hltn', 'sport = :8099'])).includes('8099') || undefined,
+      );
+      await ns.startDaemon(h);
+      await ok(h, ['network', 'create', 'wan', '--nat']);
+      await createGuest(h, 'out', ['--net', 'network=wan']);
+      await ok(h, ['start', 'out']);
+      expect(await leasedAddress(h, 'out')).toMatch(/^10\.77\.0\.\d+$/);
+      const page = await inGuest(h, 'out', httpFromGuest('10.99.0.1', 8099), /NC-\d/);
+      expect(page, page.slice(-600)).toContain('caller 10.99.0.2');
+    } finally {
+      server.kill('SIGKILL');
+    }
+  });
+
   it('plugs a VM into an existing host bridge with a tap of its own, removed when it stops', async () => {
     const h = home();
     const ns = netns();
