@@ -4,14 +4,12 @@ import { addMacvtap, addTap, deleteLink, ip, IpError, isBridge, linkExists } fro
 import { findPasst, isPasstFor, PasstError, startPasst } from '../net/passt.js';
 import { checkPortsFree, PortInUseError } from '../net/ports.js';
 import { macvtapName, tapName, wireNics, type NicWiring } from '../net/wiring.js';
-import { readPidfile, terminate } from '../qemu/process.js';
-import type { VmSpec } from '../spec/schema.js';
+import { readPidfile, reapHelper } from '../qemu/process.js';
+import type { ForwardSpec, VmSpec } from '../spec/schema.js';
 import { conflict, UserError } from './errors.js';
 import type { runtimeFiles } from './paths.js';
 
 type Files = ReturnType<typeof runtimeFiles>;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Where a NIC's bridge is missing, what to do about it. */
 const noBridge = (bridge: string, network?: string) =>
@@ -28,12 +26,7 @@ export async function plugNics(spec: VmSpec, files: Files): Promise<{ nets: NicW
   const nets = wireNics(spec, !!passt, files.passtSocket);
   // The macvtaps' open files, in the order of their fd numbers in QEMU.
   const fds: number[] = [];
-  try {
-    await checkPortsFree(nets.flatMap((w) => (w.kind === 'slirp' || w.kind === 'passt' ? w.forwards : [])));
-  } catch (e) {
-    if (e instanceof PortInUseError) throw conflict(e.message);
-    throw e;
-  }
+  await checkForwardsFree(nets.flatMap((w) => (w.kind === 'slirp' || w.kind === 'passt' ? w.forwards : [])));
   try {
     for (const [i, w] of nets.entries()) {
       if (w.kind === 'passt') {
@@ -78,6 +71,16 @@ export async function plugNics(spec: VmSpec, files: Files): Promise<{ nets: NicW
   return { nets, fds };
 }
 
+/** Forwards' host ports must be free: one another program holds is a conflict the user resolves. */
+export async function checkForwardsFree(forwards: ForwardSpec[]): Promise<void> {
+  try {
+    await checkPortsFree(forwards);
+  } catch (e) {
+    if (e instanceof PortInUseError) throw conflict(e.message);
+    throw e;
+  }
+}
+
 /** The daemon's copies of the macvtaps' files, once QEMU has its own (or will never get them). */
 export const closeFds = (fds: number[]): void => fds.forEach((fd) => closeSync(fd));
 
@@ -90,9 +93,7 @@ export async function unplugNics(spec: VmSpec, files: Files): Promise<void> {
     if (nic.net.type === 'user') {
       const pid = await readPidfile(files.passtPidfile(i));
       const socket = files.passtSocket(i);
-      if (!pid) continue;
-      for (let n = 0; n < 25 && (await isPasstFor(pid, socket)); n++) await sleep(20);
-      if (await isPasstFor(pid, socket)) terminate(pid);
+      if (pid) await reapHelper(pid, () => isPasstFor(pid, socket), 500);
     } else {
       await deleteLink(nic.net.type === 'macvtap' ? macvtapName(spec.uuid, i) : tapName(spec.uuid, i));
     }

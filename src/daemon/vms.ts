@@ -10,7 +10,15 @@ import { buildQemuArgs, HOTPLUG_PORTS, hotplugPort, KEY_SECRET, needsKey } from 
 import { Keystore, KeystoreError } from '../storage/keystore.js';
 import { QmpClient, type QmpEvent } from '../qemu/qmp.js';
 import { guestInterfaces, QGA_CHARDEV } from '../qemu/qga.js';
-import { isQemuFor, killQemu, readPidfile, spawnDetached, terminate, waitGone } from '../qemu/process.js';
+import {
+  isQemuFor,
+  killQemu,
+  readPidfile,
+  reapHelper,
+  spawnDetached,
+  terminate,
+  waitGone,
+} from '../qemu/process.js';
 import {
   diskId,
   parseSpecInput,
@@ -45,11 +53,10 @@ import {
   type SnapshotTarget,
 } from './snapshots.js';
 import { StateStore } from './store.js';
-import { closeFds, plugNics, replugTaps, unplugNics } from './nics.js';
+import { checkForwardsFree, closeFds, plugNics, replugTaps, unplugNics } from './nics.js';
 import type { NetworkManager } from './networks.js';
 import type { Lease } from '../net/dnsmasq.js';
 import { findPasst } from '../net/passt.js';
-import { checkPortsFree, PortInUseError } from '../net/ports.js';
 import { chooseUserBackend, formatForward, slirpHostfwd, wireNics, type NicWiring } from '../net/wiring.js';
 import { withDiskFormats } from '../storage/format.js';
 
@@ -336,8 +343,9 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
   }
 
   /** Each NIC as the user sees it: the wiring it started with, else what a start would choose now. */
-  private async nicInfo(vm: Vm): Promise<NicInfo[]> {
-    const passt = !!(await findPasst());
+  private async nicInfo(vm: Vm, passtInstalled: () => Promise<boolean>): Promise<NicInfo[]> {
+    // A running VM's NICs are all wired; only a stopped one's user NICs need the prediction.
+    const passt = !vm.nets && vm.spec.nics.some((n) => n.net.type === 'user') && (await passtInstalled());
     const leases = new Map<string, Lease[]>();
     for (const nic of vm.spec.nics) {
       if (nic.net.type === 'network' && !leases.has(nic.net.network)) {
@@ -427,7 +435,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     }
   }
 
-  async info(name: string): Promise<VmInfo> {
+  async info(name: string, passtInstalled = passtLookup()): Promise<VmInfo> {
     const vm = this.get(name);
     return {
       name: vm.spec.name,
@@ -437,13 +445,14 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
       ...(vm.pid ? { pid: vm.pid } : {}),
       ...(vm.accel ? { accel: vm.accel } : {}),
       warnings: await this.warnings(vm),
-      nics: await this.nicInfo(vm),
+      nics: await this.nicInfo(vm, passtInstalled),
       spec: vm.spec,
     };
   }
 
   async list(): Promise<VmInfo[]> {
-    return Promise.all([...this.vms.keys()].sort().map((n) => this.info(n)));
+    const passtInstalled = passtLookup();
+    return Promise.all([...this.vms.keys()].sort().map((n) => this.info(n, passtInstalled)));
   }
 
   private withLock<T>(name: string, what: string, fn: () => Promise<T>): Promise<T> {
@@ -669,9 +678,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     if (!vm.spec.tpm) return;
     const pid = await readPidfile(runtimeFiles(this.layout, vm.spec.name).swtpmPidfile);
     const dir = stateFiles(this.layout, vm.spec.name).tpmState;
-    if (!pid) return;
-    for (let i = 0; i < 50 && (await isSwtpmFor(pid, dir)); i++) await sleep(20);
-    if (await isSwtpmFor(pid, dir)) terminate(pid);
+    if (pid) await reapHelper(pid, () => isSwtpmFor(pid, dir), 1000);
   }
 
   /** QEMU creates its QMP socket early; retry connecting until then, failing fast if it exits. */
@@ -1146,10 +1153,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
       const same = net.forwards.find((x) => x.proto === f.proto && x.hostPort === f.hostPort);
       if (same)
         throw conflict(`host port ${f.hostPort}/${f.proto} is already forwarded (${formatForward(same)})`);
-      await checkPortsFree([f]).catch((e: unknown) => {
-        if (e instanceof PortInUseError) throw conflict(e.message);
-        throw e;
-      });
+      await checkForwardsFree([f]);
       const wired = isLive(vm) ? vm.nets?.[index] : undefined;
       if (wired?.kind === 'slirp') {
         await this.hmp(vm, `hostfwd_add net${index} ${slirpHostfwd(f)}`);
@@ -1275,6 +1279,12 @@ export const keystoreError = (e: unknown): never => {
   }
   throw e;
 };
+
+/** Whether passt is installed, looked up on first need and at most once (per list, not per VM). */
+function passtLookup(): () => Promise<boolean> {
+  let found: Promise<boolean> | undefined;
+  return () => (found ??= findPasst().then(Boolean));
+}
 
 /** QEMU runs and answers QMP: changes go to it as well as to the spec. */
 const isLive = (vm: Vm): vm is Vm & { qmp: QmpClient } => !!vm.qmp && vm.state !== 'stopped';

@@ -133,3 +133,13 @@ export async function startSocketHelper(o: {
     await sleep(20);
   }
 }
+
+/**
+ * A helper (swtpm, passt) leaves by itself when its QEMU goes: wait for that (bounded), then stop one
+ * that stayed. `isOurs` checks the pid still is that helper (pid reuse).
+ */
+export async function reapHelper(pid: number, isOurs: () => Promise<boolean>, waitMs: number): Promise<void> {
+  const deadline = Date.now() + waitMs;
+  while ((await isOurs()) && Date.now() < deadline) await sleep(20);
+  if (await isOurs()) terminate(pid);
+}
