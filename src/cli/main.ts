@@ -386,6 +386,7 @@ disk
 const net = program.command('net').description("a VM's user-mode networking: port forwards, host loopback");
 const forward = net.command('forward').description('forward host ports to the guest');
 const nicOption = new Option('--nic <index>', 'the NIC (default: the first user-mode one)').argParser(Number);
+const nicQuery = (nic?: number) => (nic === undefined ? '' : `?nic=${nic}`);
 /** How a forward change reads: live now, or from the next start (passt reads forwards at start). */
 const applied = (change: { applied: string }, name: string) =>
   change.applied === 'now' ? '' : ` It applies from the next start of "${name}" (restart it to use it now).`;
@@ -399,10 +400,9 @@ forward
   .addOption(jsonOption)
   .action(async (name: string, spec: string, o: { public?: boolean; nic?: number; json?: boolean }) => {
     const f = parseForward(spec, !!o.public);
-    const query = o.nic === undefined ? '' : `?nic=${o.nic}`;
     const change = await client.call<{ applied: string; vm: VmInfo }>(
       'POST',
-      `${vmPath(name)}/forwards${query}`,
+      `${vmPath(name)}/forwards${nicQuery(o.nic)}`,
       f,
     );
     await print(o.json, change, () => `Forwarding ${formatForward(f)} to "${name}".${applied(change, name)}`);
@@ -419,10 +419,9 @@ forward
     const f = /^\d+(\/(tcp|udp))?$/.test(spec)
       ? parseForward(spec.replace(/^(\d+)/, '$1:$1'))
       : parseForward(spec);
-    const query = o.nic === undefined ? '' : `?nic=${o.nic}`;
     const change = await client.call<{ applied: string }>(
       'DELETE',
-      `${vmPath(name)}/forwards/${f.proto}/${f.hostPort}${query}`,
+      `${vmPath(name)}/forwards/${f.proto}/${f.hostPort}${nicQuery(o.nic)}`,
     );
     await print(
       o.json,
@@ -450,10 +449,13 @@ net
   .addOption(nicOption)
   .addOption(jsonOption)
   .action(async (name: string, setting: string, o: { nic?: number; json?: boolean }) => {
-    const query = o.nic === undefined ? '' : `?nic=${o.nic}`;
-    const change = await client.call<{ applied: string }>('POST', `${vmPath(name)}/host-loopback${query}`, {
-      enabled: setting === 'on',
-    });
+    const change = await client.call<{ applied: string }>(
+      'POST',
+      `${vmPath(name)}/host-loopback${nicQuery(o.nic)}`,
+      {
+        enabled: setting === 'on',
+      },
+    );
     await print(
       o.json,
       change,

@@ -605,11 +605,10 @@ export async function buildApi(deps: ApiDeps) {
     (request) => manager.hostLoopback(request.params.name, request.body.enabled, request.query.nic),
   );
 
-  const networkParams = z.object({ name: z.string() });
   api.get('/v1/networks', { schema: { summary: 'Private networks' } }, () => networks.list());
   api.get(
     '/v1/networks/:name',
-    { schema: { summary: 'A private network, its VMs and DHCP leases', params: networkParams } },
+    { schema: { summary: 'A private network, its VMs and DHCP leases', params: nameParams } },
     (request) => networks.info(request.params.name),
   );
   api.post(
@@ -629,7 +628,7 @@ export async function buildApi(deps: ApiDeps) {
   api.delete(
     '/v1/networks/:name',
     {
-      schema: { summary: 'Delete a private network (not while a running VM uses it)', params: networkParams },
+      schema: { summary: 'Delete a private network (not while a running VM uses it)', params: nameParams },
     },
     async (request, reply) => {
       await networks.delete(request.params.name);

@@ -1,7 +1,7 @@
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { isDnsmasqFor, readLeases, startDnsmasq, type DnsmasqOptions, type Lease } from '../net/dnsmasq.js';
+import { isDnsmasqFor, readLeases, startDnsmasq, type Lease } from '../net/dnsmasq.js';
 import { addBridge, deleteLink, hostPrefixes, IpError, isBridge, linkExists } from '../net/ip.js';
 import { addNat, deleteNat, hasNat, NftError } from '../net/nft.js';
 import {
@@ -14,7 +14,7 @@ import {
   SubnetError,
 } from '../net/subnet.js';
 import { networkBridge } from '../net/wiring.js';
-import { findBinary, readPidfile } from '../qemu/process.js';
+import { findBinary, readPidfile, terminate } from '../qemu/process.js';
 import { NETWORK_NAME_RE, NETWORK_NAME_RULE } from '../spec/names.js';
 import { conflict, UserError } from './errors.js';
 import { writeJsonAtomic } from './files.js';
@@ -211,11 +211,6 @@ export class NetworkManager {
     return wanted;
   }
 
-  private dnsmasqOptions(def: NetworkDef): DnsmasqOptions {
-    const plan = addressPlan(parseSubnet(def.subnet));
-    return { bridge: def.bridge, ...plan, leases: this.leaseFile(def.name), nat: def.nat };
-  }
-
   private async dnsmasqPid(def: Pick<NetworkDef, 'name' | 'bridge'>): Promise<number | undefined> {
     const pid = await readPidfile(this.pidfile(def.name));
     return pid && (await isDnsmasqFor(pid, def.bridge)) ? pid : undefined;
@@ -229,16 +224,20 @@ export class NetworkManager {
 
   /** Makes whatever part of the network is missing: bridge, DHCP server, NAT rules. */
   private async bringUp(def: NetworkDef): Promise<void> {
-    const plan = addressPlan(parseSubnet(def.subnet));
-    const prefix = parseSubnet(def.subnet).prefix;
-    if (!(await isBridge(def.bridge))) await addBridge(def.bridge, `${plan.gateway}/${prefix}`);
+    const subnet = parseSubnet(def.subnet);
+    const plan = addressPlan(subnet);
+    if (!(await isBridge(def.bridge))) await addBridge(def.bridge, `${plan.gateway}/${subnet.prefix}`);
     if (!(await this.dnsmasqPid(def))) {
       const dir = networkRunDir(this.layout, def.name);
       await mkdir(dir, { recursive: true, mode: 0o750 });
       const log = path.join(dir, 'dnsmasq.log');
       const binary = await findBinary('dnsmasq', process.env.PHYLLOME_DNSMASQ);
       if (!binary) throw new IpError('dnsmasq is not installed: apt-get install dnsmasq-base');
-      const pid = startDnsmasq(binary, this.dnsmasqOptions(def), log);
+      const pid = startDnsmasq(
+        binary,
+        { bridge: def.bridge, ...plan, leases: this.leaseFile(def.name), nat: def.nat },
+        log,
+      );
       await writeJsonAtomic(this.pidfile(def.name), pid);
       await sleep(DNSMASQ_SETTLE_MS);
       if (!(await this.dnsmasqPid(def))) {
@@ -252,13 +251,7 @@ export class NetworkManager {
   /** Removes every part of the network that exists; safe on a half-made one. */
   private async teardown(def: NetworkDef): Promise<void> {
     const pid = await this.dnsmasqPid(def);
-    if (pid) {
-      try {
-        process.kill(pid, 'SIGTERM');
-      } catch {
-        /* gone */
-      }
-    }
+    if (pid) terminate(pid);
     if (def.nat) await deleteNat(def.name);
     await deleteLink(def.bridge);
     await rm(networkRunDir(this.layout, def.name), { recursive: true, force: true });
