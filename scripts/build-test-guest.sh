@@ -11,7 +11,7 @@
 set -euo pipefail
 export PATH=$PATH:/usr/sbin:/sbin # depmod, mkfs.ext4 for a non-root user
 
-SCRIPT_VERSION=11
+SCRIPT_VERSION=12
 READY_LINE=PHYLLOME-GUEST-READY
 out=${1:-${PHYLLOME_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/phyllome}/test-guest}
 out=${out%/}
@@ -221,12 +221,12 @@ if [ -e /sys/class/tpm/tpm0 ]; then
   echo "tpm: tpm0 version \$(cat /sys/class/tpm/tpm0/tpm_version_major 2>/dev/null)" >/dev/ttyS0
 fi
 # With a NIC: a web server on port 80, and DHCP before the ready line so that nothing prints later
-# (bounded: without a DHCP server, it goes on trying in the background).
+# (bounded: without a DHCP server, it goes on trying in the background, its pid in /var/run/udhcpc.pid).
 if [ -d /sys/class/net/eth0 ]; then
   ip link set lo up
   httpd -p 80 -h /www
   udhcpc -i eth0 -s /etc/udhcpc/script -n -q -t 3 -T 1 >/dev/null 2>&1 ||
-    udhcpc -i eth0 -s /etc/udhcpc/script -q -T 1 -A 2 >/dev/null 2>&1 &
+    udhcpc -i eth0 -s /etc/udhcpc/script -q -T 1 -A 2 -p /var/run/udhcpc.pid >/dev/null 2>&1 &
 fi
 # The guest agent on its virtio-serial port (no udev here to name /dev/virtio-ports/*); the kernel
 # argument phyllome.noagent leaves it out, for tests of what works without one.

@@ -1,4 +1,4 @@
-import { execFile, spawn } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { openSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -82,12 +82,7 @@ export class Netns {
       { env: { ...h.env, ...env }, detached: true, stdio: ['ignore', log, log] },
     );
     child.unref();
-    await waitFor(
-      'phyllomed to listen in the namespace',
-      async () =>
-        (await this.exec(['ss', '-Hltn', `sport = :${API_PORT}`])).includes(`:${API_PORT}`) || undefined,
-      30_000,
-    );
+    await this.waitListening(API_PORT, 'phyllomed to listen in the namespace');
   }
 
   /** A second namespace of the test's: "the outside", the far end of the veth pair (10.99.0.1). */
@@ -106,6 +101,25 @@ export class Netns {
       await run('ip', ['-n', out.name, ...args]);
     }
     return out;
+  }
+
+  /** Waits (bounded) until something listens on TCP `port` in the namespace. */
+  async waitListening(port: number, what: string): Promise<void> {
+    await waitFor(
+      what,
+      async () => (await this.exec(['ss', '-Hltn', `sport = :${port}`])).includes(`:${port}`) || undefined,
+      30_000,
+    );
+  }
+
+  /** A Node script that listens on TCP `port` in the namespace, once it listens; the caller kills it. */
+  async serve(script: string, port: number, what: string): Promise<ChildProcess> {
+    const child = spawn('ip', ['netns', 'exec', this.name, process.execPath, '-e', script]);
+    await this.waitListening(port, what).catch((e: unknown) => {
+      child.kill('SIGKILL');
+      throw e;
+    });
+    return child;
   }
 
   /** Every process in the namespace was started by this test (daemon, QEMU, passt, dnsmasq): kill them, then it. */

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -201,19 +200,12 @@ describe.skipIf(!isRoot)('networking (in a network namespace of the test)', () =
     const ns = netns();
     const outside = await ns.makeOutside();
     // A web server outside that tells who called: it has no route back to the private subnet.
-    const server = spawn('ip', [
-      'netns',
-      'exec',
-      outside.name,
-      process.execPath,
-      '-e',
+    const server = await outside.serve(
       "require('http').createServer((q, r) => r.end('caller ' + q.socket.remoteAddress + '\\n')).listen(8099, '0.0.0.0')",
-    ]);
+      8099,
+      'the outside server',
+    );
     try {
-      await waitFor(
-        'the outside server',
-        async () => (await outside.exec(['ss', '-Hltn', 'sport = :8099'])).includes('8099') || undefined,
-      );
       await ns.startDaemon(h);
       await ok(h, ['network', 'create', 'wan', '--nat']);
       await createGuest(h, 'out', ['--net', 'network=wan']);
@@ -269,7 +261,7 @@ describe.skipIf(!isRoot)('networking (in a network namespace of the test)', () =
     const out = await inGuest(
       h,
       'lan',
-      'killall udhcpc; ifconfig eth0 10.98.0.5 netmask 255.255.255.0 up; ping -c 1 -W 3 10.98.0.1 | grep -o "1 packets received"; echo PING-$?',
+      'kill $(cat /var/run/udhcpc.pid); ifconfig eth0 10.98.0.5 netmask 255.255.255.0 up; ping -c 1 -W 3 10.98.0.1 | grep -o "1 packets received"; echo PING-$?',
       /PING-\d/,
     );
     expect(out).toContain('1 packets received');
@@ -291,19 +283,12 @@ describe.skipIf(!isRoot)('networking (in a network namespace of the test)', () =
     expect(clean).toEqual({ links: [], macvtaps: '', processes: [], tables: '' });
 
     // A forward onto a host port another program holds.
-    const holder = spawn('ip', [
-      'netns',
-      'exec',
-      ns.name,
-      process.execPath,
-      '-e',
+    const holder = await ns.serve(
       "require('net').createServer().listen(18090, '127.0.0.1'); setTimeout(() => {}, 120000)",
-    ]);
+      18090,
+      'the port holder',
+    );
     try {
-      await waitFor(
-        'the port holder',
-        async () => (await ns.exec(['ss', '-Hltn', 'sport = :18090'])).includes('18090') || undefined,
-      );
       await createGuest(h, 'busy', ['--forward', '18090:80']);
       const started = await cli(h, ['start', 'busy']);
       expect(started.code).not.toBe(0);
