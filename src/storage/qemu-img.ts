@@ -44,15 +44,17 @@ async function withKeyFiles<T>(keys: string[], fn: (files: string[]) => Promise<
 }
 
 /**
- * QEMU sizes a new LUKS header by timing PBKDF2 in thread CPU time, which a coarse clock can read as
- * zero ("Unable to get accurate CPU usage"): such an attempt wrote nothing usable and is tried again.
+ * QEMU sizes a new LUKS header by timing PBKDF2 in thread CPU time, which a tick-accounted kernel
+ * under load can read as zero ("Unable to get accurate CPU usage"): such an attempt wrote nothing
+ * usable and is tried again, after a pause so a burst of load can pass.
  */
 async function run(args: string[], onProgress?: (pct: number) => void): Promise<string> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await runOnce(args, onProgress);
     } catch (e) {
-      if (attempt >= 3 || !(e as Error).message.includes('Unable to get accurate CPU usage')) throw e;
+      if (attempt >= 6 || !(e as Error).message.includes('Unable to get accurate CPU usage')) throw e;
+      await new Promise((r) => setTimeout(r, 50 * attempt));
     }
   }
 }
@@ -115,12 +117,14 @@ const onImage = (verb: string, img: Image, before: string[] = [], after: string[
 
 /**
  * The LUKS key derivation runs at every open; the key is 256 random bits, so a slow PBKDF adds no
- * strength, only start-up time: 10 ms.
+ * strength, only start-up time: 10 ms. SHA-512 (no CPU instructions for it) makes QEMU's first timing
+ * round several scheduler ticks long, so that round is rarely read as zero CPU time (see run()).
  */
 const luks = (secretId: string) => ({
   'encrypt.format': 'luks',
   'encrypt.key-secret': secretId,
   'encrypt.iter-time': 10,
+  'encrypt.hash-alg': 'sha512',
 });
 
 /** A sparse qcow2 image (only written clusters take space), LUKS-encrypted when given a key. */
