@@ -39,6 +39,8 @@ export interface LaunchPlan {
   caps: QemuCaps;
   /** How each of spec.nics reaches its network (net/wiring.ts). */
   nets: NicWiring[];
+  /** The guest's state arrives by live migration (migrate-incoming over QMP) instead of a boot. */
+  incoming?: boolean;
 }
 
 /** Blob resources (and so venus and native contexts) map guest RAM into the host renderer. */
@@ -101,6 +103,9 @@ const base = ({ spec, accel }: LaunchPlan): string[] => {
     '-S',
   ];
 };
+
+/** `defer`: the daemon sets TLS and the address over QMP first, then starts listening (migrate-incoming). */
+const incoming = ({ incoming }: LaunchPlan): string[] => (incoming ? ['-incoming', 'defer'] : []);
 
 /** GL devices need a GL-capable display: egl-headless renders off-screen (`-display none` refuses them). */
 const graphics = ({ spec, files }: LaunchPlan): string[] => {
@@ -355,5 +360,6 @@ export function buildQemuArgs(plan: LaunchPlan): string[] {
     sound,
     extras,
     hotplug,
+    incoming,
   ].flatMap((part) => part(plan));
 }

@@ -265,6 +265,13 @@ describe('QEMU command line', () => {
     expect(tcg[tcg.indexOf('-cpu') + 1]).toBe('max');
   });
 
+  it('waits for a live migration stream instead of booting, when incoming', async () => {
+    expect(buildQemuArgs(plan(demo))).not.toContain('-incoming');
+    await expect(buildQemuArgs(plan(demo, { incoming: true })).join('\n') + '\n').toMatchFileSnapshot(
+      '../golden/cmdline-incoming.txt',
+    );
+  });
+
   it('starts paused, without defaults or user config', () => {
     const args = buildQemuArgs(plan(demo));
     for (const flag of ['-S', '-nodefaults', '-no-user-config']) expect(args).toContain(flag);
