@@ -17,7 +17,7 @@ const scrypt = promisify(scryptCb) as (
 ) => Promise<Buffer>;
 
 /** AES-256-GCM output, base64 fields. */
-interface Sealed {
+export interface Sealed {
   iv: string;
   tag: string;
   data: string;
@@ -43,10 +43,16 @@ export class KeystoreError extends Error {
 
 const CHECK = Buffer.from('phyllome keystore v1');
 /** scrypt cost: about 100 ms and 64 MiB here, paid once per unlock, never per disk open. */
-const KDF = { N: 2 ** 16, r: 8, p: 1 };
+export const KDF = { N: 2 ** 16, r: 8, p: 1 };
 const MAXMEM = 128 * 2 ** 20;
 
-function seal(kek: Buffer, plain: Buffer, aad: string): Sealed {
+export type KdfParams = typeof KDF;
+
+/** `length` bytes derived from a passphrase (scrypt). */
+export const deriveKey = (passphrase: string, salt: Buffer, params: KdfParams, length = 32): Promise<Buffer> =>
+  scrypt(passphrase, salt, length, { ...params, maxmem: MAXMEM });
+
+export function seal(kek: Buffer, plain: Buffer, aad: string): Sealed {
   const iv = randomBytes(12);
   const c = createCipheriv('aes-256-gcm', kek, iv);
   c.setAAD(Buffer.from(aad));
@@ -55,7 +61,7 @@ function seal(kek: Buffer, plain: Buffer, aad: string): Sealed {
 }
 
 /** Throws when the key is wrong or the sealed data was tampered with (GCM's tag). */
-function open(kek: Buffer, s: Sealed, aad: string): Buffer {
+export function open(kek: Buffer, s: Sealed, aad: string): Buffer {
   const d = createDecipheriv('aes-256-gcm', kek, Buffer.from(s.iv, 'base64'));
   d.setAAD(Buffer.from(aad));
   d.setAuthTag(Buffer.from(s.tag, 'base64'));
@@ -109,7 +115,7 @@ export class Keystore {
         throw new KeystoreError('the passphrase must have at least 8 characters', 'weak-passphrase');
       }
       const salt = randomBytes(16);
-      const kek = await scrypt(passphrase, salt, 32, { ...KDF, maxmem: MAXMEM });
+      const kek = await deriveKey(passphrase, salt, KDF);
       await this.write({
         version: 1,
         kdf: { name: 'scrypt', ...KDF, salt: salt.toString('base64') },
@@ -120,7 +126,7 @@ export class Keystore {
       return 'created';
     }
     const { N, r, p, salt } = store.kdf;
-    const kek = await scrypt(passphrase, Buffer.from(salt, 'base64'), 32, { N, r, p, maxmem: MAXMEM });
+    const kek = await deriveKey(passphrase, Buffer.from(salt, 'base64'), { N, r, p });
     let check: Buffer;
     try {
       check = open(kek, store.check, 'check');
@@ -150,14 +156,19 @@ export class Keystore {
   }
 
   /** A new random key for a VM, stored wrapped. The LUKS passphrase is its base64 text (QEMU wants UTF-8). */
-  newKey(vm: string): Promise<string> {
+  async newKey(vm: string): Promise<string> {
+    const key = randomBytes(32).toString('base64');
+    await this.putKey(vm, key);
+    return key;
+  }
+
+  /** Stores a key that came from elsewhere (an imported VM's), wrapped like the rest. */
+  putKey(vm: string, key: string): Promise<void> {
     const kek = this.requireKek();
     return this.serial(async () => {
       const store = (await this.read())!;
-      const key = randomBytes(32).toString('base64');
       store.keys[vm] = seal(kek, Buffer.from(key), vm);
       await this.write(store);
-      return key;
     });
   }
 

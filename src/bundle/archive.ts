@@ -1,0 +1,196 @@
+import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { PassThrough, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { constants, createZstdCompress, createZstdDecompress } from 'node:zlib';
+import tar from 'tar-stream';
+import {
+  MANIFEST_MEMBER,
+  KEYS_MEMBER,
+  SPEC_MEMBER,
+  manifestMac,
+  memberProblem,
+  type Manifest,
+  type Member,
+} from './manifest.js';
+
+export class BundleError extends Error {}
+
+/** A member to write: small JSON held in memory, or a file (made on demand, e.g. a converted disk). */
+export type Source = { name: string; data: Buffer } | { name: string; file: () => Promise<string> };
+
+export interface PackOptions {
+  members: Source[];
+  manifest: Omit<Manifest, 'members' | 'mac'>;
+  macKey?: Buffer;
+  /** Bytes of member data written so far, for progress. */
+  onBytes?: (bytes: number) => void;
+  /** Runs once the bundle is fully written or has failed (removes temporary files). */
+  onDone?: (error?: Error) => void;
+}
+
+/**
+ * zstd level 3 (zstd's default) on every core: disk images compress at about the speed the tar is
+ * read, and encrypted images (incompressible) pass through at little cost.
+ */
+const ZSTD = { [constants.ZSTD_c_compressionLevel]: 3, [constants.ZSTD_c_nbWorkers]: 2 };
+
+async function writeEntry(
+  pack: tar.Pack,
+  name: string,
+  size: number,
+  src: Iterable<Buffer> | AsyncIterable<Buffer>,
+  onBytes?: (n: number) => void,
+): Promise<Member> {
+  const hash = createHash('sha256');
+  const entry = pack.entry({ name, size, mode: 0o600, type: 'file', mtime: new Date(0) });
+  const done = new Promise<void>((resolve, reject) =>
+    entry.once('error', reject).once('finish', () => resolve()),
+  );
+  for await (const chunk of src) {
+    hash.update(chunk);
+    onBytes?.(chunk.length);
+    if (!entry.write(chunk)) await once(entry, 'drain');
+  }
+  entry.end(Buffer.alloc(0));
+  await done;
+  return { path: name, size, sha256: hash.digest('hex') };
+}
+
+/** One streamed bundle: the members in order, then the manifest of their hashes, compressed. */
+export function packBundle(o: PackOptions): Readable {
+  const pack = tar.pack();
+  const out = new PassThrough();
+  const zstd = createZstdCompress({ params: ZSTD });
+  pipeline(pack as unknown as Readable, zstd, out).then(
+    () => undefined,
+    () => undefined,
+  );
+  const fill = async () => {
+    const members: Member[] = [];
+    for (const m of o.members) {
+      if ('data' in m) {
+        members.push(await writeEntry(pack, m.name, m.data.length, [m.data]));
+      } else {
+        const file = await m.file();
+        const { size } = await stat(file);
+        members.push(
+          await writeEntry(pack, m.name, size, createReadStream(file, { highWaterMark: 1 << 20 }), o.onBytes),
+        );
+      }
+    }
+    const manifest: Manifest = { ...o.manifest, members };
+    if (o.macKey) manifest.mac = manifestMac(o.macKey, manifest);
+    const text = Buffer.from(JSON.stringify(manifest, null, 2) + '\n');
+    await writeEntry(pack, MANIFEST_MEMBER, text.length, [text]);
+    pack.finalize();
+  };
+  fill().then(
+    () => o.onDone?.(),
+    (e: Error) => {
+      o.onDone?.(e);
+      // A failed export must not look complete: the reader sees an error, not a clean end.
+      out.destroy(e);
+      pack.destroy(e);
+    },
+  );
+  return out;
+}
+
+/** Members read into memory rather than onto the disk; small by nature. */
+const IN_MEMORY = new Set([SPEC_MEMBER, KEYS_MEMBER, MANIFEST_MEMBER]);
+const MAX_IN_MEMORY = 1 << 20;
+const MAX_MEMBERS = 4096;
+
+export interface Unpacked {
+  spec: unknown;
+  keys?: unknown;
+  manifest: Manifest;
+  /** Every member but the manifest, as measured while reading. */
+  seen: Member[];
+}
+
+const parseJson = (name: string, data: Buffer): unknown => {
+  try {
+    return JSON.parse(data.toString('utf8'));
+  } catch {
+    throw new BundleError(`member "${name}" is not valid JSON: the bundle is damaged`);
+  }
+};
+
+/**
+ * Reads a bundle into `dir` (files) and memory (spec, keys, manifest), measuring every member. It
+ * refuses what a bundle never holds (links, devices, paths out of `dir`, repeated names, anything
+ * after the manifest); `onSpec` may refuse early (a name already taken) before the disks are read.
+ * It does not judge the checksums: manifestProblems does, once everything is read.
+ */
+export async function unpackBundle(
+  input: Readable,
+  dir: string,
+  onSpec: (spec: unknown) => void,
+  onBytes?: (n: number) => void,
+): Promise<Unpacked> {
+  const extract = tar.extract();
+  const piping = pipeline(input, createZstdDecompress(), extract as unknown as NodeJS.WritableStream);
+  const memory = new Map<string, unknown>();
+  const seen: Member[] = [];
+  const names = new Set<string>();
+  try {
+    for await (const entry of extract) {
+      const name = entry.header.name;
+      if (memory.has(MANIFEST_MEMBER)) throw new BundleError(`member "${name}" follows the manifest`);
+      const problem = memberProblem(name);
+      if (problem) throw new BundleError(problem);
+      if (entry.header.type !== 'file') throw new BundleError(`member "${name}" is not a plain file`);
+      if (names.has(name)) throw new BundleError(`member "${name}" appears twice`);
+      if (names.size >= MAX_MEMBERS) throw new BundleError(`the bundle has more than ${MAX_MEMBERS} members`);
+      names.add(name);
+      const hash = createHash('sha256');
+      let size = 0;
+      if (IN_MEMORY.has(name)) {
+        const chunks: Buffer[] = [];
+        for await (const c of entry as AsyncIterable<Buffer>) {
+          size += c.length;
+          if (size > MAX_IN_MEMORY) throw new BundleError(`member "${name}" is too large`);
+          hash.update(c);
+          chunks.push(c);
+        }
+        memory.set(name, parseJson(name, Buffer.concat(chunks)));
+        if (name === SPEC_MEMBER) onSpec(memory.get(name));
+      } else {
+        const file = path.join(dir, name);
+        await mkdir(path.dirname(file), { recursive: true, mode: 0o750 });
+        const counted = async function* (src: AsyncIterable<unknown>) {
+          for await (const x of src) {
+            const c = x as Buffer;
+            size += c.length;
+            hash.update(c);
+            onBytes?.(c.length);
+            yield c;
+          }
+        };
+        await pipeline(entry, counted, createWriteStream(file, { flags: 'wx', mode: 0o600 }));
+      }
+      if (name !== MANIFEST_MEMBER) seen.push({ path: name, size, sha256: hash.digest('hex') });
+    }
+    await piping;
+  } catch (e) {
+    input.destroy();
+    piping.catch(() => undefined);
+    if (e instanceof BundleError) throw e;
+    throw new BundleError(`the bundle is truncated or damaged: ${(e as Error).message}`);
+  }
+  if (!memory.has(MANIFEST_MEMBER)) {
+    throw new BundleError('the bundle has no manifest: it is truncated (an interrupted export?)');
+  }
+  if (!memory.has(SPEC_MEMBER)) throw new BundleError('the bundle holds no VM spec');
+  return {
+    spec: memory.get(SPEC_MEMBER),
+    ...(memory.has(KEYS_MEMBER) ? { keys: memory.get(KEYS_MEMBER) } : {}),
+    manifest: memory.get(MANIFEST_MEMBER) as Manifest,
+    seen,
+  };
+}
