@@ -703,6 +703,20 @@ program
     await attachConsole(await client.wsUrl(`${vmPath(name)}/console`), name);
   });
 
+program
+  .command('export-kubevirt')
+  .description('write a KubeVirt VirtualMachine manifest, with a CDI DataVolume to upload each image into')
+  .argument('<name>')
+  .option('-o, --output <file>', 'write it to this file instead of standard output')
+  .option('-n, --namespace <namespace>', 'the Kubernetes namespace')
+  .option('--kernel-image <image>', 'a container image with the kernel and initrd under /boot (direct boot)')
+  .option('--start', 'let the cluster start the VM once its images are uploaded (runStrategy Always)')
+  .addOption(jsonOption)
+  .action(async (name: string, o: import('./kubevirt.js').KubevirtExportOptions) => {
+    const vm = await client.call<VmInfo>('GET', vmPath(name));
+    await (await import('./kubevirt.js')).exportKubevirt(vm, o);
+  });
+
 const host = program
   .command('host')
   .description('the host: QEMU, the accelerator, and what it can do for VMs');

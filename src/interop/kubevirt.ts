@@ -6,8 +6,8 @@ import { diskId, memoryBytes, type NicSpec, type VmSpec } from '../spec/schema.j
 export interface ImageFacts {
   /** A disk's virtual size, an ISO's length: what its DataVolume must hold. */
   bytes: number;
-  /** The qcow2 image it is an overlay on (a linked clone's disks). */
-  backing?: string;
+  /** An overlay on a backing image (a linked clone's disks): CDI refuses those. */
+  backed?: boolean;
 }
 
 export interface KubevirtOptions {
@@ -117,8 +117,11 @@ function networking(spec: VmSpec, notes: string[], nsFlag: string) {
 export function specToKubevirt(spec: VmSpec, opts: KubevirtOptions): KubevirtExport {
   const fact = (file: string): ImageFacts => {
     const f = opts.images[file];
-    if (!f)
-      throw new KubevirtExportError(`the size of ${file} is unknown: check that it exists and is readable`);
+    if (!f) {
+      throw new KubevirtExportError(
+        `cannot read ${file}: it is missing, or this user may not read it (uploading it needs that too)`,
+      );
+    }
     return f;
   };
   const encrypted = spec.disks.flatMap((d, i) => (d.encrypted ? [diskId(d, i)] : []));
@@ -130,7 +133,7 @@ export function specToKubevirt(spec: VmSpec, opts: KubevirtOptions): KubevirtExp
         `phyllome disk remove ${spec.name} ${encrypted[0]}), then export again.`,
     );
   }
-  const backed = spec.disks.flatMap((d, i) => (fact(d.path).backing ? [diskId(d, i)] : []));
+  const backed = spec.disks.flatMap((d, i) => (fact(d.path).backed ? [diskId(d, i)] : []));
   if (backed.length) {
     throw new KubevirtExportError(
       `${backed.join(' and ')} of "${spec.name}" ${backed.length > 1 ? 'are overlays' : 'is an overlay'} on a ` +

@@ -44,3 +44,24 @@ export async function withDiskFormats(input: unknown): Promise<unknown> {
   );
   return { ...input, disks };
 }
+
+/**
+ * What an image holds as a guest sees it, from its header: a qcow2's virtual size and whether it is an
+ * overlay on a backing file (header fields at bytes 8 and 24), or a raw file's length.
+ */
+export async function readImageFacts(
+  file: string,
+  format: 'raw' | 'qcow2',
+): Promise<{ bytes: number; backed: boolean }> {
+  const handle = await open(file, 'r');
+  try {
+    if (format === 'raw') return { bytes: (await handle.stat()).size, backed: false };
+    const head = Buffer.alloc(32);
+    const { bytesRead } = await handle.read(head, 0, 32, 0);
+    if (bytesRead < 32 || !head.subarray(0, 4).equals(QCOW2_MAGIC))
+      throw new Error(`${file} is not a qcow2 image`);
+    return { bytes: Number(head.readBigUInt64BE(24)), backed: head.readBigUInt64BE(8) !== 0n };
+  } finally {
+    await handle.close();
+  }
+}

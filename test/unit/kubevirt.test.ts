@@ -1,6 +1,3 @@
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
-import { Ajv } from 'ajv';
 import { parse, parseAllDocuments } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import {
@@ -11,61 +8,7 @@ import {
 } from '../../src/interop/kubevirt.js';
 import { parseSpec, type VmSpec } from '../../src/spec/schema.js';
 import { MS_SECURE_BOOT } from '../fixtures/firmware-choice.js';
-
-type Schema = {
-  $ref?: string;
-  type?: string | string[];
-  properties?: Record<string, Schema>;
-  additionalProperties?: Schema | boolean;
-  items?: Schema;
-};
-type Definitions = Record<string, Schema>;
-
-const fixture = (file: string): Definitions =>
-  (
-    JSON.parse(readFileSync(path.join(import.meta.dirname, '../fixtures/kubevirt', file), 'utf8')) as {
-      definitions: Definitions;
-    }
-  ).definitions;
-
-/** Each kind we emit, with its published schema (test/fixtures/kubevirt/README.md). */
-const KINDS = {
-  VirtualMachine: { definitions: fixture('kubevirt-virtualmachine.json'), root: 'v1.VirtualMachine' },
-  DataVolume: { definitions: fixture('cdi-datavolume.json'), root: 'v1beta1.DataVolume' },
-};
-
-// Swagger 2 schemas are JSON Schema with extensions (x-kubernetes-*) and formats like int64: not strict.
-const ajv = new Ajv({ strict: false, validateFormats: false, allErrors: true });
-for (const [kind, { definitions }] of Object.entries(KINDS)) ajv.addSchema({ $id: kind, definitions });
-
-/**
- * The published schemas leave additionalProperties open, so a misspelt key would pass: every key we
- * write must be one the schema names.
- */
-function unknownKeys(value: unknown, schema: Schema, defs: Definitions, at = ''): string[] {
-  const resolved = schema.$ref ? defs[schema.$ref.replace('#/definitions/', '')]! : schema;
-  if (Array.isArray(value))
-    return value.flatMap((v, i) => unknownKeys(v, resolved.items ?? {}, defs, `${at}[${i}]`));
-  if (typeof value !== 'object' || value === null) return [];
-  return Object.entries(value).flatMap(([key, v]) => {
-    const sub =
-      resolved.properties?.[key] ??
-      (typeof resolved.additionalProperties === 'object' ? resolved.additionalProperties : undefined);
-    return sub ? unknownKeys(v, sub, defs, `${at}.${key}`) : [`${at}.${key}`];
-  });
-}
-
-/** Problems of one emitted document against its kind's schema; none when it is valid. */
-function problems(doc: Record<string, unknown>): string[] {
-  const kind = KINDS[doc.kind as keyof typeof KINDS];
-  if (!kind) return [`no schema for kind ${String(doc.kind)}`];
-  const validate = ajv.getSchema(`${doc.kind as string}#/definitions/${kind.root}`)!;
-  const schemaErrors = validate(doc)
-    ? []
-    : validate.errors!.map((e) => `${e.instancePath} ${e.message ?? ''}`);
-  const typos = unknownKeys(doc, { $ref: kind.root }, kind.definitions).map((k) => `unknown key ${k}`);
-  return [...schemaErrors, ...typos];
-}
+import { problems } from '../fixtures/kubevirt/validate.js';
 
 const identity = {
   schemaVersion: 1,
@@ -247,7 +190,7 @@ describe('KubeVirt export', () => {
     );
     expect(() =>
       specToKubevirt(linux, {
-        images: { '/var/lib/images/web.qcow2': { bytes: GiB, backing: '/base.qcow2' } },
+        images: { '/var/lib/images/web.qcow2': { bytes: GiB, backed: true } },
       }),
     ).toThrow(/overlay on a shared base image .*phyllome clone web NEW-NAME/);
     expect(() => specToKubevirt(linux, { images: {} })).toThrow(KubevirtExportError);
