@@ -78,6 +78,15 @@ describe('phyllome export-kubevirt', () => {
     expect(existsSync(file)).toBe(false);
   });
 
+  it("refuses a linked clone's overlays, saying what to do", async () => {
+    await ok(h, ['create', 'base', ...bootArgs(), '-m', '256M', '--disk', '64M', '--no-encrypt']);
+    await ok(h, ['clone', 'base', 'linked', '--linked']);
+    const r = await cli(h, ['export-kubevirt', 'linked']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^error: disk0 of "linked" is an overlay .*phyllome clone linked NEW-NAME/);
+    expect(r.stdout).toBe('');
+  });
+
   it('says when there is no such VM', async () => {
     const r = await cli(h, ['export-kubevirt', 'nope']);
     expect(r.code).toBe(4);
