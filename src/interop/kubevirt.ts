@@ -56,13 +56,13 @@ const nadName = (s: string): string =>
     .replace(/^-+|-+$/g, '') || 'net';
 
 /** Each NIC as a KubeVirt interface and network; `pod` is taken by the first user-mode NIC. */
-function networking(spec: VmSpec, notes: string[], nsFlag: string) {
+function networking(spec: VmSpec, name: string, notes: string[], nsFlag: string) {
   const interfaces: Record<string, unknown>[] = [];
   const networks: Record<string, unknown>[] = [];
   let pod = false;
   spec.nics.forEach((nic, i) => {
-    const name = `nic${i}`;
-    const iface = { name, model: NIC_MODELS[nic.model], macAddress: nic.mac };
+    const nicName = `nic${i}`;
+    const iface = { name: nicName, model: NIC_MODELS[nic.model], macAddress: nic.mac };
     const net = nic.net;
     if (net.type === 'user') {
       if (pod) {
@@ -73,11 +73,11 @@ function networking(spec: VmSpec, notes: string[], nsFlag: string) {
       }
       pod = true;
       interfaces.push({ ...iface, masquerade: {} });
-      networks.push({ name, pod: {} });
+      networks.push({ name: nicName, pod: {} });
       for (const f of net.forwards) {
         notes.push(
           `NIC ${i}: host port ${f.hostPort}/${f.proto} forwarded to guest port ${f.guestPort} becomes a Service: ` +
-            `virtctl expose vm ${spec.name}${nsFlag} --name ${spec.name}-${f.hostPort}-${f.proto} --port ${f.hostPort} ` +
+            `virtctl expose vm ${name}${nsFlag} --name ${name}-${f.hostPort}-${f.proto} --port ${f.hostPort} ` +
             `--target-port ${f.guestPort} --protocol ${f.proto.toUpperCase()} --type ` +
             // A public forward was open to the network: a node port (the cluster picks its number).
             (f.public ? 'NodePort' : 'ClusterIP'),
@@ -102,7 +102,7 @@ function networking(spec: VmSpec, notes: string[], nsFlag: string) {
               `the macvtap CNI on each node's ${net.device}, or a bridge on it`,
             ];
     interfaces.push({ ...iface, bridge: {} });
-    networks.push({ name, multus: { networkName } });
+    networks.push({ name: nicName, multus: { networkName } });
     notes.push(
       `NIC ${i} was on ${what}: create a NetworkAttachmentDefinition "${networkName}" in the VM's namespace (${how}).`,
     );
@@ -143,6 +143,12 @@ export function specToKubevirt(spec: VmSpec, opts: KubevirtOptions): KubevirtExp
   }
 
   const notes: string[] = [];
+  // Kubernetes names end with a letter or digit; Phyllome's may end with "-".
+  const name = spec.name.replace(/-+$/, '');
+  if (name !== spec.name)
+    notes.push(
+      `"${spec.name}" is called "${name}" in the cluster: Kubernetes names end with a letter or digit.`,
+    );
   const ns = opts.namespace ? { namespace: opts.namespace } : {};
   const nsFlag = opts.namespace ? ` -n ${shellWord(opts.namespace)}` : '';
   const disks: Record<string, unknown>[] = [];
@@ -152,7 +158,7 @@ export function specToKubevirt(spec: VmSpec, opts: KubevirtOptions): KubevirtExp
 
   /** A volume backed by a DataVolume that `virtctl image-upload` fills from `file`. */
   const image = (volume: string, file: string, target: Record<string, unknown>) => {
-    const dv = `${spec.name}-${volume}`;
+    const dv = `${name}-${volume}`;
     disks.push({ name: volume, ...target });
     volumes.push({ name: volume, dataVolume: { name: dv } });
     dataVolumes.push({
@@ -186,7 +192,14 @@ export function specToKubevirt(spec: VmSpec, opts: KubevirtOptions): KubevirtExp
   spec.disks.forEach((d, i) => {
     bootOrder++;
     const bus = d.bus === 'virtio' ? 'virtio' : 'sata';
-    image(diskId(d, i), d.path, { bootOrder, disk: { bus, ...(d.readOnly ? { readonly: true } : {}) } });
+    // KubeVirt refuses read-only SATA disks (SATA CD-ROMs are fine).
+    const readonly = d.readOnly && bus === 'virtio';
+    if (d.readOnly && !readonly) {
+      notes.push(
+        `${diskId(d, i)} is read-only here, but KubeVirt's SATA disks cannot be: it is writable there.`,
+      );
+    }
+    image(diskId(d, i), d.path, { bootOrder, disk: { bus, ...(readonly ? { readonly } : {}) } });
   });
   if (uploads.length) {
     notes.unshift(
@@ -266,7 +279,7 @@ export function specToKubevirt(spec: VmSpec, opts: KubevirtOptions): KubevirtExp
   }
   if (Object.keys(timer).length) clock.timer = timer;
 
-  const { interfaces, networks, pod } = networking(spec, notes, nsFlag);
+  const { interfaces, networks, pod } = networking(spec, name, notes, nsFlag);
   if (spec.graphics.device === 'virtio-vga-gl' || spec.graphics.device === 'virtio-gpu-gl-pci') {
     notes.push(`Graphics ${spec.graphics.device} (3D) becomes KubeVirt's 2D display: it has no virgl.`);
   }
@@ -299,7 +312,7 @@ export function specToKubevirt(spec: VmSpec, opts: KubevirtOptions): KubevirtExp
   const vm = {
     apiVersion: 'kubevirt.io/v1',
     kind: 'VirtualMachine',
-    metadata: { name: spec.name, ...ns },
+    metadata: { name, ...ns },
     spec: {
       runStrategy: opts.runStrategy ?? 'Halted',
       template: {

@@ -111,6 +111,29 @@ describe('KubeVirt export', () => {
     expect(problems(vm)).toEqual(['unknown key .spec.template.spec.domian']);
     (vm.spec.template.spec as { domain: { cpu: unknown } }).domain.cpu = { cores: 'two' };
     expect(problems(vm)).toContain('/spec/template/spec/domain/cpu/cores must be integer');
+    // And what only KubeVirt's admission webhooks refuse.
+    const sata = structuredClone(documents[0]!) as {
+      spec: { template: { spec: { domain: { devices: { disks: { disk: object }[] } } } } };
+    };
+    sata.spec.template.spec.domain.devices.disks[0]!.disk = { bus: 'sata', readonly: true };
+    expect(problems(sata)).toEqual(['disk disk0: read-only SATA']);
+  });
+
+  it('keeps within what KubeVirt admits: read-only SATA disks, names ending in "-"', () => {
+    const spec = parseSpec({
+      ...identity,
+      name: 'old-',
+      disks: [{ id: 'disk0', path: '/ro.img', format: 'raw', bus: 'sata', readOnly: true }],
+    });
+    const { documents, notes } = specToKubevirt(spec, { images: images(spec) });
+    for (const doc of documents) expect(problems(doc)).toEqual([]);
+    expect(documents.map((d) => (d.metadata as { name: string }).name)).toEqual(['old', 'old-disk0']);
+    expect(notes).toContain(
+      '"old-" is called "old" in the cluster: Kubernetes names end with a letter or digit.',
+    );
+    expect(notes).toContain(
+      "disk0 is read-only here, but KubeVirt's SATA disks cannot be: it is writable there.",
+    );
   });
 
   it('round-trips through YAML as several documents', () => {
