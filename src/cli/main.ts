@@ -717,6 +717,49 @@ program
     await (await import('./kubevirt.js')).exportKubevirt(vm, o);
   });
 
+program
+  .command('export-libvirt')
+  .description('write a libvirt domain (for virsh define) that runs this VM; refused for encrypted disks')
+  .argument('<name>')
+  .option('-o, --output <file>', 'write it to this file instead of standard output')
+  .option(
+    '--accel <accel>',
+    'kvm or tcg (default: what phyllomed uses here)',
+    choiceOf('--accel', ['kvm', 'tcg']),
+  )
+  .option('--serial-log <file>', 'send the serial console (ttyS0) to this file instead of a pty')
+  .addOption(jsonOption)
+  .action(async (name: string, o: import('./libvirt.js').LibvirtExportOptions) => {
+    const vm = await client.call<VmInfo>('GET', vmPath(name));
+    const accel = o.accel ?? (await client.call<{ accel: 'kvm' | 'tcg' }>('GET', '/v1/host')).accel;
+    await (await import('./libvirt.js')).exportLibvirt(vm.spec, accel, o);
+  });
+
+program
+  .command('import-libvirt')
+  .description(
+    'define a VM from a libvirt domain (virt-manager, GNOME Boxes, Cockpit), saying what it left out',
+  )
+  .argument('<file|domain>', 'a domain XML file, or with --from the domain name')
+  .option('--from <uri>', 'read the domain from this libvirt connection, like qemu:///system (through virsh)')
+  .option('--name <name>', 'the VM name (default: the domain name)')
+  .option('--dry-run', 'print the spec and what was not mapped; create nothing')
+  .addOption(jsonOption)
+  .action(async (source: string, o: { from?: string; name?: string; dryRun?: boolean; json?: boolean }) => {
+    const { spec, unmapped } = await (await import('./libvirt.js')).importLibvirt(source, o);
+    const left = unmapped.length ? `\nNot carried over:\n${unmapped.map((u) => `  - ${u}`).join('\n')}` : '';
+    if (o.dryRun) {
+      await print(o.json, { spec, unmapped }, () => JSON.stringify(spec, null, 2) + left);
+      return;
+    }
+    const vm = await client.call<VmInfo>('POST', '/v1/vms', spec);
+    await print(
+      o.json,
+      { ...vm, unmapped },
+      () => `Created VM "${vm.name}". Start it with: phyllome start ${vm.name}${left}`,
+    );
+  });
+
 const host = program
   .command('host')
   .description('the host: QEMU, the accelerator, and what it can do for VMs');
