@@ -204,7 +204,7 @@ export function specToKubevirt(spec: VmSpec, opts: KubevirtOptions): KubevirtExp
   if (uploads.length) {
     notes.unshift(
       'Apply this file (kubectl apply -f; the cluster needs KubeVirt and CDI), then, with the VM stopped here ' +
-        `so the copies are consistent, upload its images:\n  ${uploads.join('\n  ')}`,
+        `so the copies are consistent, upload its images (each disk as it is now: snapshots stay behind):\n  ${uploads.join('\n  ')}`,
     );
   }
   if (spec.machine === 'pc') {
