@@ -115,6 +115,12 @@ function networking(spec: VmSpec, name: string, notes: string[], nsFlag: string)
  * notes on what does not carry over. Throws KubevirtExportError for images a cluster cannot read.
  */
 export function specToKubevirt(spec: VmSpec, opts: KubevirtOptions): KubevirtExport {
+  if (opts.namespace !== undefined && !/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(opts.namespace)) {
+    throw new KubevirtExportError(
+      `"${opts.namespace}" is not a Kubernetes namespace: use up to 63 lowercase letters, digits and "-", ` +
+        'starting and ending with a letter or digit',
+    );
+  }
   const fact = (file: string): ImageFacts => {
     const f = opts.images[file];
     if (!f) {

@@ -217,5 +217,8 @@ describe('KubeVirt export', () => {
       }),
     ).toThrow(/overlay on a shared base image .*phyllome clone web NEW-NAME/);
     expect(() => specToKubevirt(linux, { images: {} })).toThrow(KubevirtExportError);
+    expect(() => specToKubevirt(linux, { images: images(linux), namespace: 'My_NS' })).toThrow(
+      /"My_NS" is not a Kubernetes namespace/,
+    );
   });
 });
