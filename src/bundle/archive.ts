@@ -33,10 +33,11 @@ export interface PackOptions {
 }
 
 /**
- * zstd level 3 (zstd's default) on every core: disk images compress at about the speed the tar is
- * read, and encrypted images (incompressible) pass through at little cost.
+ * zstd level 3 (zstd's default): disk images compress at about the speed they are read, encrypted
+ * ones (incompressible) pass through at little cost. Not ZSTD_c_nbWorkers: Node 24's zstd stream
+ * then ends before its workers' output arrives (an empty bundle, then a crash).
  */
-const ZSTD = { [constants.ZSTD_c_compressionLevel]: 3, [constants.ZSTD_c_nbWorkers]: 2 };
+const ZSTD = { [constants.ZSTD_c_compressionLevel]: 3 };
 
 async function writeEntry(
   pack: tar.Pack,
@@ -138,6 +139,7 @@ export async function unpackBundle(
   const memory = new Map<string, unknown>();
   const seen: Member[] = [];
   const names = new Set<string>();
+  let refusal: Error | undefined;
   try {
     for await (const entry of extract) {
       const name = entry.header.name;
@@ -159,7 +161,14 @@ export async function unpackBundle(
           chunks.push(c);
         }
         memory.set(name, parseJson(name, Buffer.concat(chunks)));
-        if (name === SPEC_MEMBER) onSpec(memory.get(name));
+        if (name === SPEC_MEMBER) {
+          try {
+            onSpec(memory.get(name));
+          } catch (e) {
+            refusal = e as Error;
+            throw e;
+          }
+        }
       } else {
         const file = path.join(dir, name);
         await mkdir(path.dirname(file), { recursive: true, mode: 0o750 });
@@ -180,7 +189,7 @@ export async function unpackBundle(
   } catch (e) {
     input.destroy();
     piping.catch(() => undefined);
-    if (e instanceof BundleError) throw e;
+    if (e instanceof BundleError || e === refusal) throw e;
     throw new BundleError(`the bundle is truncated or damaged: ${(e as Error).message}`);
   }
   if (!memory.has(MANIFEST_MEMBER)) {

@@ -12,6 +12,10 @@ export const KEYS_MEMBER = 'keys.json';
 export const MANIFEST_MEMBER = 'manifest.json';
 export const BUNDLE_FORMAT = 'phyllome-bundle';
 
+/** The media type of a bundle over HTTP, and the header that carries its passphrase on import. */
+export const BUNDLE_TYPE = 'application/x-phyllome-bundle';
+export const PASSPHRASE_HEADER = 'x-phyllome-passphrase';
+
 export interface Member {
   path: string;
   size: number;

@@ -4,6 +4,7 @@
  */
 export async function withProgress<T>(
   eventsUrl: string,
+  /** An empty vm matches any (an import learns its name from the bundle). */
   match: { vm: string; op: string },
   label: string,
   run: () => Promise<T>,
@@ -17,7 +18,8 @@ export async function withProgress<T>(
   ws.on('error', () => undefined);
   ws.on('message', (data: Buffer) => {
     const e = JSON.parse(data.toString()) as { type: string; vm: string; op?: string; percent?: number };
-    if (e.type !== 'progress' || e.vm !== match.vm || e.op !== match.op || e.percent === undefined) return;
+    if (e.type !== 'progress' || (match.vm && e.vm !== match.vm) || e.op !== match.op) return;
+    if (e.percent === undefined) return;
     const step = Math.floor(e.percent) - shown;
     if (step > 0) {
       bar.advance(step, `${label} ${Math.floor(e.percent)}%`);

@@ -49,8 +49,12 @@ const MAXMEM = 128 * 2 ** 20;
 export type KdfParams = typeof KDF;
 
 /** `length` bytes derived from a passphrase (scrypt). */
-export const deriveKey = (passphrase: string, salt: Buffer, params: KdfParams, length = 32): Promise<Buffer> =>
-  scrypt(passphrase, salt, length, { ...params, maxmem: MAXMEM });
+export const deriveKey = (
+  passphrase: string,
+  salt: Buffer,
+  params: KdfParams,
+  length = 32,
+): Promise<Buffer> => scrypt(passphrase, salt, length, { ...params, maxmem: MAXMEM });
 
 export function seal(kek: Buffer, plain: Buffer, aad: string): Sealed {
   const iv = randomBytes(12);

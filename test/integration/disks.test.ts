@@ -16,11 +16,12 @@ import {
   findProcesses,
   json,
   ok,
-  openConsole,
+  inGuest,
+  markerOnDisk,
+  writeMarker,
   stopDaemon,
   useHome,
   waitForReady,
-  type TestHome,
   type Vm,
 } from './helpers.js';
 
@@ -33,16 +34,6 @@ async function filesUnder(dir: string): Promise<string[]> {
     else if (e.isFile()) out.push(p);
   }
   return out;
-}
-
-/** Writes a marker at the start of the guest's first disk through its shell, and syncs. */
-async function writeMarker(h: TestHome, name: string, marker: string): Promise<void> {
-  const c = openConsole(h, name);
-  // `sync /dev/vda` is an fsync of the device: a cache flush, so QEMU writes the qcow2 metadata too.
-  c.type(`echo ${marker} > /dev/vda; sync /dev/vda; echo done-${marker}\n`);
-  // At a line start: the echoed command line has it after "echo ".
-  await c.waitFor(`\ndone-${marker}`, 30_000);
-  c.child.kill();
 }
 
 describe('encrypted disks', () => {
@@ -116,18 +107,6 @@ describe('encrypted disks', () => {
   });
 });
 
-/** Runs a shell command in the guest and returns what it printed between two markers. */
-async function inGuest(h: TestHome, name: string, command: string, timeoutMs = 30_000): Promise<string> {
-  const c = openConsole(h, name);
-  const tag = Math.random().toString(36).slice(2, 8);
-  c.type(`echo B-${tag}; ${command}; echo E-${tag}\n`);
-  // At a line start only in the output: the echoed command line has them after "echo ".
-  await c.waitFor(`\nE-${tag}`, timeoutMs);
-  c.child.kill();
-  const out = c.output.replaceAll('\r', '');
-  return out.slice(out.lastIndexOf(`\nB-${tag}\n`) + tag.length + 4, out.lastIndexOf(`\nE-${tag}`)).trim();
-}
-
 describe('disks, live', () => {
   const home = useHome();
 
@@ -179,10 +158,6 @@ describe('disks, live', () => {
     expect(after.disks[0]!.virtualSize).toBe(96 * 2 ** 20);
   });
 });
-
-/** The first bytes of the guest's first disk, where writeMarker puts its markers. */
-const markerOnDisk = (h: TestHome, name: string) =>
-  inGuest(h, name, 'head -c 32 /dev/vda | tr -dc A-Z0-9-; echo');
 
 describe('disks, live, on a VM that had no key', () => {
   const home = useHome();
