@@ -23,17 +23,30 @@ export interface Response<T> {
   body: T;
 }
 
-function request<T>(socketPath: string, method: string, url: string, body?: unknown): Promise<Response<T>> {
+/** Where a daemon answers: its Unix socket, or loopback TCP with its bearer token. */
+export type DaemonAddress = { socketPath: string } | { host: string; port: number; token: string };
+
+function request<T>(
+  to: DaemonAddress,
+  method: string,
+  url: string,
+  body?: unknown,
+  timeoutMs?: number,
+): Promise<Response<T>> {
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const req = http.request(
       {
-        socketPath,
+        ...('socketPath' in to ? { socketPath: to.socketPath } : { host: to.host, port: to.port }),
         method,
         path: url,
-        headers: payload
-          ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }
-          : {},
+        headers: {
+          ...(payload
+            ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }
+            : {}),
+          ...('token' in to ? { authorization: `Bearer ${to.token}` } : {}),
+        },
+        ...(timeoutMs ? { timeout: timeoutMs } : {}),
       },
       (res) => {
         let data = '';
@@ -46,6 +59,8 @@ function request<T>(socketPath: string, method: string, url: string, body?: unkn
       },
     );
     req.on('error', reject);
+    // Only our own bound: Node's default agent also times idle sockets out, which must not end a long call.
+    if (timeoutMs) req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
     if (payload) req.write(payload);
     req.end();
   });
@@ -69,7 +84,7 @@ export class Client {
 
   private async ensureDaemon(): Promise<void> {
     try {
-      await request(this.socket, 'GET', '/v1/vms');
+      await request({ socketPath: this.socket }, 'GET', '/v1/vms');
       return;
     } catch {
       /* none answering: start one */
@@ -90,7 +105,7 @@ export class Client {
     const deadline = Date.now() + 20_000;
     for (;;) {
       try {
-        await request(this.socket, 'GET', '/v1/vms');
+        await request({ socketPath: this.socket }, 'GET', '/v1/vms');
         return;
       } catch {
         if ((exitedAt !== undefined && Date.now() > exitedAt + 3000) || Date.now() > deadline) {
@@ -104,21 +119,7 @@ export class Client {
   async call<T>(method: string, url: string, body?: unknown): Promise<T> {
     this.ready ??= this.ensureDaemon();
     await this.ready;
-    const res = await request<T & { error?: { message: string; code: string } }>(
-      this.socket,
-      method,
-      url,
-      body,
-    );
-    if (res.status >= 400) {
-      const err = res.body?.error;
-      throw new ApiError(
-        err?.message ?? `phyllomed answered ${res.status}`,
-        res.status,
-        err?.code ?? 'error',
-      );
-    }
-    return res.body;
+    return callDaemon<T>({ socketPath: this.socket }, method, url, body);
   }
 
   /** ws+unix URL of a daemon WebSocket endpoint. */
@@ -127,4 +128,26 @@ export class Client {
     await this.ready;
     return `ws+unix://${this.socket}:${path}`;
   }
+}
+
+/** One API call (bounded by `timeoutMs` when given); an error answer becomes an ApiError with its message. */
+export async function callDaemon<T>(
+  to: DaemonAddress,
+  method: string,
+  url: string,
+  body?: unknown,
+  timeoutMs?: number,
+): Promise<T> {
+  const res = await request<T & { error?: { message: string; code: string } }>(
+    to,
+    method,
+    url,
+    body,
+    timeoutMs,
+  );
+  if (res.status >= 400) {
+    const err = res.body?.error;
+    throw new ApiError(err?.message ?? `phyllomed answered ${res.status}`, res.status, err?.code ?? 'error');
+  }
+  return res.body;
 }

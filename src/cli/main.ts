@@ -528,6 +528,40 @@ program
     await print(o.json, vm, () => `Cloned "${source}" to "${name}". Start it with: phyllome start ${name}`);
   });
 
+program
+  .command('migrate')
+  .description(
+    'live-migrate a running VM, disks included, to another phyllomed (on this machine: its --listen address)',
+  )
+  .argument('<name>')
+  .requiredOption('--to <host:port>', "the destination daemon's API address, like 127.0.0.1:8470")
+  .requiredOption('--token-file <file>', "the destination's API token (its PHYLLOME_HOME/api-token)")
+  .option('--bandwidth <size>', 'at most this many bytes per second for each disk and the RAM, like 50M')
+  .action(async (name: string, o: { to: string; tokenFile: string; bandwidth?: string }) => {
+    const [{ readFile }, { parseSize }, { withProgress }] = await Promise.all([
+      import('node:fs/promises'),
+      import('../spec/size.js'),
+      import('./progress.js'),
+    ]);
+    const token = (
+      await readFile(o.tokenFile, 'utf8').catch(() => {
+        throw new Error(`--token-file: cannot read ${o.tokenFile}`);
+      })
+    ).trim();
+    await withProgress(
+      await client.wsUrl('/v1/events'),
+      { vm: name, op: 'migrate' },
+      `Migrating "${name}" to ${o.to}`,
+      () =>
+        client.call('POST', `${vmPath(name)}/migrate`, {
+          to: o.to,
+          token,
+          ...(o.bandwidth ? { bandwidth: parseSize(o.bandwidth, 'B') } : {}),
+        }),
+    );
+    process.stdout.write(`Migrated "${name}": it runs at ${o.to} now, and is gone from here.\n`);
+  });
+
 const snapshot = program
   .command('snapshot')
   .description('snapshots: all disks, the UEFI variables and the TPM state, taken and restored as one');

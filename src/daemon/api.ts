@@ -34,6 +34,8 @@ import { introspectQemu } from '../host/qemu-features.js';
 import { readHost } from '../host/report.js';
 import { readStorage } from '../host/storage.js';
 import { planGraphics, planSeats } from '../guest/graphics-plan.js';
+import { Migrations } from './migrate.js';
+import { parseLoopbackAddress } from './migrate-plan.js';
 
 const errorBody = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
 
@@ -603,6 +605,75 @@ export async function buildApi(deps: ApiDeps) {
       },
     },
     (request) => manager.hostLoopback(request.params.name, request.body.enabled, request.query.nic),
+  );
+
+  const migrations = new Migrations(manager, deps.logger);
+  api.post(
+    '/v1/vms/:name/migrate',
+    {
+      schema: {
+        summary:
+          'Live-migrate a VM to another phyllomed, disks included; removed here once it runs there (progress as events)',
+        params: nameParams,
+        body: z.strictObject({
+          to: z.string().describe("the destination's API address, like 127.0.0.1:8470"),
+          token: z.string().min(1).describe("the destination's API token"),
+          bandwidth: z.number().int().positive().optional().describe('bytes/s, for each disk and the RAM'),
+        }),
+        response: { 204: z.null(), ...errors },
+      },
+    },
+    async (request, reply) => {
+      const { to, token, bandwidth } = request.body;
+      let peer;
+      try {
+        peer = parseLoopbackAddress(to, 'to');
+      } catch (e) {
+        throw new UserError((e as Error).message);
+      }
+      await migrations.send(request.params.name, { ...peer, token }, bandwidth);
+      return reply.code(204).send(null);
+    },
+  );
+  api.post(
+    '/v1/migrations/incoming',
+    {
+      schema: {
+        summary: 'Daemon to daemon: receive a live migration (makes the VM, answers where to send it)',
+        body: z.strictObject({ spec: z.unknown(), sizes: z.record(z.string(), z.number()), psk: z.string() }),
+      },
+    },
+    async (request, reply) =>
+      reply
+        .code(201)
+        // The streams listen where this call came in (loopback TCP), or on loopback for the Unix socket.
+        .send(await migrations.receive(request.body, request.raw.socket.localAddress ?? '127.0.0.1')),
+  );
+  api.post(
+    '/v1/migrations/incoming/:name/finish',
+    {
+      schema: {
+        summary: 'Daemon to daemon: everything is sent; run the migrated VM here (or keep it paused)',
+        params: nameParams,
+        body: z.strictObject({ run: z.boolean() }),
+        response: { 200: vmInfo, ...errors },
+      },
+    },
+    (request) => migrations.finish(request.params.name, request.body.run),
+  );
+  api.delete(
+    '/v1/migrations/incoming/:name',
+    {
+      schema: {
+        summary: 'Daemon to daemon: abort an incoming migration, removing all it made',
+        params: nameParams,
+        response: { 204: z.null(), ...errors },
+      },
+    },
+    async (request, reply) => {
+      await migrations.abort(request.params.name);
+      return reply.code(204).send(null);
+    },
   );
 
   api.get('/v1/networks', { schema: { summary: 'Private networks' } }, () => networks.list());

@@ -13,6 +13,7 @@ import { GuestPlanner } from './planning.js';
 import { writeFileAtomic } from './files.js';
 import { checkSocketPath, daemonPidfile, daemonSocket, resolveLayout } from './paths.js';
 import { VmManager } from './vms.js';
+import { parseLoopbackAddress } from './migrate-plan.js';
 import { NetworkManager } from './networks.js';
 
 // Through require: an ESM import of node:http evaluates its fetch/WebSocket getters, which load
@@ -24,8 +25,6 @@ export interface DaemonOptions {
   listen?: string;
   tokenFile?: string;
 }
-
-const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|\[::1\])$/;
 
 /**
  * One daemon per PHYLLOME_HOME. The mutex is an abstract Unix socket named after the home: binding it
@@ -117,20 +116,13 @@ export async function runDaemon(options: DaemonOptions = {}): Promise<void> {
 
   let tcp: Server | undefined;
   if (options.listen) {
-    const at = options.listen.lastIndexOf(':');
-    const host = options.listen.slice(0, at);
-    const port = Number(options.listen.slice(at + 1));
-    if (!LOOPBACK.test(host) || !Number.isInteger(port)) {
-      throw new Error(
-        `--listen takes a loopback address and port, like 127.0.0.1:8470 (got ${options.listen})`,
-      );
-    }
+    const { host, port } = parseLoopbackAddress(options.listen, '--listen');
     // One Fastify instance serves both listeners: TCP requests go through the same routes and hooks.
     tcp = http.createServer((req, res) => app.routing(req, res));
     tcp.on('upgrade', (req, socket, head) => app.server.emit('upgrade', req, socket, head));
     await new Promise<void>((resolve, reject) => {
       tcp!.once('error', reject);
-      tcp!.listen(port, host.replace(/^\[|\]$/g, ''), resolve);
+      tcp!.listen(port, host, resolve);
     });
     logger.info({ listen: options.listen }, 'also listening on loopback TCP (bearer token required)');
   }

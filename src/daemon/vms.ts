@@ -566,7 +566,8 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     });
   }
 
-  private async launch(vm: Vm): Promise<void> {
+  /** `incoming`: QEMU waits, paused, for a live migration (migrateIn) instead of booting. */
+  private async launch(vm: Vm, incoming = false): Promise<void> {
     const { spec } = vm;
     await checkFiles(spec);
     const files = runtimeFiles(this.layout, spec.name);
@@ -595,6 +596,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
       accel: decision.accel,
       caps: this.host.qemu.caps,
       nets,
+      incoming,
     });
     this.setState(vm, 'starting');
     if (key) await writeFile(files.key, key, { mode: 0o600, flag: 'wx' });
@@ -634,10 +636,15 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     vm.serial = serial;
     vm.nets = nets;
     this.attach(vm, qmp);
+    if (!incoming) await this.cont(qmp);
+    await this.persist(vm);
+  }
+
+  /** Runs the paused vCPUs; RESUME says they run. */
+  private async cont(qmp: QmpClient): Promise<void> {
     const resumed = qmp.waitForEvent('RESUME', QMP_START_TIMEOUT_MS);
     await qmp.execute('cont');
     await resumed;
-    await this.persist(vm);
   }
 
   /** swtpm first: QEMU connects to its socket at start-up. Failures say what to install or read. */
@@ -823,18 +830,81 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
   }
 
   delete(name: string, opts: { force?: boolean } = {}): Promise<void> {
-    return this.withLock(name, 'delete', async () => {
-      const vm = this.get(name);
-      if (vm.state !== 'stopped') {
-        if (!opts.force) {
-          throw conflict(`VM "${name}" is ${vm.state}: stop it first, or delete with --force to kill it`);
-        }
-        await this.halt(vm, { force: true });
+    return this.withLock(name, 'delete', () => this.remove(this.get(name), opts.force));
+  }
+
+  /** Under the VM's lock: its files, its keys and itself; a running one only when forced (killed). */
+  private async remove(vm: Vm, force = false): Promise<void> {
+    const { name } = vm.spec;
+    if (vm.state !== 'stopped') {
+      if (!force) {
+        throw conflict(`VM "${name}" is ${vm.state}: stop it first, or delete with --force to kill it`);
       }
-      await this.store.delete(name);
-      await this.forgetKeys(vm.spec.uuid);
-      this.vms.delete(name);
-      this.emitEvent({ type: 'deleted', vm: name });
+      // A QEMU that already exited is being cleaned up by onQemuGone: wait for that instead.
+      if (vm.qmp && !vm.qmp.closed) await this.halt(vm, { force: true });
+      else await vm.exited;
+    }
+    await this.store.delete(name);
+    await this.forgetKeys(vm.spec.uuid);
+    this.vms.delete(name);
+    this.emitEvent({ type: 'deleted', vm: name });
+  }
+
+  /**
+   * Live migration out (migrate.ts): `send` moves the running VM while its lock is held; once it
+   * returns, the VM runs elsewhere and is removed here (QEMU, files, keys). A `send` that throws must
+   * leave it running as it was.
+   */
+  migrateOut(
+    name: string,
+    send: (vm: { spec: VmSpec; qmp: QmpClient; paused: boolean }) => Promise<void>,
+  ): Promise<void> {
+    return this.withLock(name, 'migrate', async () => {
+      const vm = this.running(name, ['running', 'paused']);
+      await send({ spec: vm.spec, qmp: vm.qmp!, paused: vm.state === 'paused' });
+      await this.remove(vm, true);
+    });
+  }
+
+  /**
+   * Live migration in (migrate.ts): makes the VM from the source's spec (`prepare` makes its empty
+   * disks in the staging folder, with its new disk key where it needs one), starts QEMU waiting for the
+   * stream, and holds the VM's lock while `session` receives it. Then the VM runs, or stays paused, as
+   * `session` says; a session that throws (or a QEMU that dies) removes all of it.
+   */
+  migrateIn(
+    spec: VmSpec,
+    prepare: (staging: string, key?: string) => Promise<void>,
+    session: (qmp: QmpClient) => Promise<{ run: boolean }>,
+  ): Promise<VmInfo> {
+    return this.withLock(spec.name, 'incoming migration', async () => {
+      if (this.vms.has(spec.name)) {
+        throw conflict(`a VM named "${spec.name}" already exists here: delete or rename one of them first`);
+      }
+      await checkFiles(spec, new Set(spec.disks.filter((d) => !d.readOnly).map((d) => d.path)));
+      this.checkNetworks(spec);
+      const key = needsKey(spec) ? await this.keystore.newKey(spec.uuid).catch(keystoreError) : undefined;
+      try {
+        await this.store.create(spec, (staging) => prepare(staging, key).catch(qemuImgError));
+      } catch (e) {
+        await this.forgetKeys(spec.uuid);
+        throw e;
+      }
+      const vm: Vm = { spec, state: 'stopped' };
+      this.vms.set(spec.name, vm);
+      this.emitEvent({ type: 'created', vm: spec.name });
+      try {
+        await this.launch(vm, true);
+        this.setState(vm, 'starting', 'incoming migration');
+        const { run } = await session(vm.qmp!);
+        if (run) await this.cont(vm.qmp!);
+        else this.setState(vm, 'paused');
+        await this.persist(vm);
+      } catch (e) {
+        await this.remove(vm, true);
+        throw e;
+      }
+      return this.info(spec.name);
     });
   }
 

@@ -1,0 +1,83 @@
+import path from 'node:path';
+import { diskId, type VmSpec } from '../spec/schema.js';
+
+/** A daemon's loopback API address; phyllomed serves TCP on loopback only, so only that is accepted. */
+export interface Peer {
+  host: string;
+  port: number;
+}
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|\[::1\])$/;
+
+/** `127.0.0.1:8470` → host and port; anything not loopback is refused with what to give instead. */
+export function parseLoopbackAddress(text: string, what: string): Peer {
+  const at = text.lastIndexOf(':');
+  const host = text.slice(0, at);
+  const port = Number(text.slice(at + 1));
+  if (at < 0 || !LOOPBACK.test(host) || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new Error(`${what} takes a loopback address and port, like 127.0.0.1:8470 (got ${text})`);
+  }
+  return { host: host.replace(/^\[|\]$/g, ''), port };
+}
+
+/**
+ * What live migration cannot carry yet, each with what to do; empty when the VM can move. Writable
+ * disks are mirrored; read-only media (CD-ROMs, read-only disks, the kernel) must be at the same
+ * path on the destination, so none may live in the VM's own folder, which the source deletes.
+ */
+export function migrationProblems(spec: VmSpec, dir: string, snapshots: number): string[] {
+  const problems: string[] = [];
+  if (spec.firmware.type === 'uefi') {
+    problems.push('UEFI VMs cannot be migrated yet (their variable store is not carried)');
+  }
+  if (spec.tpm) problems.push('VMs with a TPM cannot be migrated yet (its state is not carried)');
+  if (snapshots) {
+    problems.push(
+      `"${spec.name}" has ${snapshots} snapshot(s), which a migration would lose: delete them first (phyllome snapshot delete)`,
+    );
+  }
+  const inside = (p: string) => !path.relative(dir, p).startsWith('..');
+  spec.cdroms.forEach((c, i) => {
+    if (c.path && inside(c.path)) {
+      problems.push(
+        `CD-ROM ${i} holds ${c.path}, which stays behind: eject it first (phyllome media eject ${spec.name} --drive ${i})`,
+      );
+    }
+  });
+  spec.disks.forEach((d, i) => {
+    if (d.readOnly && inside(d.path)) {
+      problems.push(`read-only disk ${diskId(d, i)} (${d.path}) stays behind: remove it first`);
+    }
+  });
+  return problems;
+}
+
+/** The disks whose contents a migration mirrors: the writable ones, by node name. */
+export const mirroredDisks = (spec: VmSpec): string[] =>
+  spec.disks.flatMap((d, i) => (d.readOnly ? [] : [diskId(d, i)]));
+
+/**
+ * The spec as the destination keeps it: each writable disk a new qcow2 in its own VM folder (its data
+ * arrives by the mirror, encrypted there with the destination's key); all else unchanged, identity
+ * included, since the guest sees its uuid and MACs.
+ */
+export function incomingSpec(spec: VmSpec, dir: string): VmSpec {
+  return {
+    ...spec,
+    disks: spec.disks.map((d, i) =>
+      d.readOnly ? d : { ...d, path: path.join(dir, `${diskId(d, i)}.qcow2`), format: 'qcow2' as const },
+    ),
+  };
+}
+
+/** The user name both sides of a migration's TLS (PSK) name. */
+export const PSK_USER = 'phyllome-migration';
+
+/** GnuTLS's PSK file: `user:hexkey` per line. */
+export const pskFile = (hexKey: string): string => `${PSK_USER}:${hexKey}\n`;
+
+/** How far a migration is, 0–100: the disk mirrors are the first half, the RAM pass the second. */
+export function migrationPercent(phase: 'disks' | 'ram', done: number, total: number): number {
+  const part = total > 0 ? Math.min(done / total, 1) : 1;
+  return Math.floor((phase === 'disks' ? 0 : 50) + part * 50);
+}

@@ -1,0 +1,79 @@
+import { describe, expect, it } from 'vitest';
+import {
+  incomingSpec,
+  migrationPercent,
+  migrationProblems,
+  mirroredDisks,
+  parseLoopbackAddress,
+  pskFile,
+  PSK_USER,
+} from '../../src/daemon/migrate-plan.js';
+import { parseSpec, type VmSpec } from '../../src/spec/schema.js';
+
+const dir = '/var/lib/phyllome/vms/web';
+
+const spec = (over: Record<string, unknown> = {}): VmSpec =>
+  parseSpec({
+    schemaVersion: 1,
+    uuid: '6f1c0c42-8d43-4a7e-9b1e-2d6c5f0a9b11',
+    createdAt: '2026-11-22T10:00:00.000Z',
+    name: 'web',
+    memory: '1G',
+    cpus: 2,
+    boot: { kernel: '/boot/vmlinuz' },
+    disks: [
+      { id: 'disk0', path: `${dir}/disk0.qcow2`, format: 'qcow2', encrypted: true },
+      { id: 'disk1', path: '/srv/data.img', format: 'raw' },
+      { id: 'disk2', path: '/srv/base.img', format: 'raw', readOnly: true },
+    ],
+    ...over,
+  });
+
+describe('migration plan', () => {
+  it('mirrors the writable disks into new qcow2 images in the destination folder, identity kept', () => {
+    const s = spec();
+    expect(mirroredDisks(s)).toEqual(['disk0', 'disk1']);
+    const there = incomingSpec(s, '/home/b/vms/web');
+    expect(there.disks).toMatchObject([
+      { id: 'disk0', path: '/home/b/vms/web/disk0.qcow2', format: 'qcow2', encrypted: true },
+      { id: 'disk1', path: '/home/b/vms/web/disk1.qcow2', format: 'qcow2', encrypted: false },
+      { id: 'disk2', path: '/srv/base.img', format: 'raw', readOnly: true },
+    ]);
+    expect({ ...there, disks: [] }).toEqual({ ...s, disks: [] });
+  });
+
+  it('says what it cannot carry, and what to do', () => {
+    expect(migrationProblems(spec(), dir, 0)).toEqual([]);
+    const problems = migrationProblems(
+      spec({
+        tpm: true,
+        cdroms: [{ path: `${dir}/cloud-init.iso`, role: 'cloud-init' }, { path: '/srv/debian.iso' }],
+        disks: [{ id: 'disk0', path: `${dir}/ro.img`, format: 'raw', readOnly: true }],
+      }),
+      dir,
+      2,
+    );
+    expect(problems).toEqual([
+      'VMs with a TPM cannot be migrated yet (its state is not carried)',
+      '"web" has 2 snapshot(s), which a migration would lose: delete them first (phyllome snapshot delete)',
+      `CD-ROM 0 holds ${dir}/cloud-init.iso, which stays behind: eject it first (phyllome media eject web --drive 0)`,
+      `read-only disk disk0 (${dir}/ro.img) stays behind: remove it first`,
+    ]);
+  });
+
+  it('takes loopback addresses only', () => {
+    expect(parseLoopbackAddress('127.0.0.1:8470', '--to')).toEqual({ host: '127.0.0.1', port: 8470 });
+    expect(parseLoopbackAddress('[::1]:9', '--to')).toEqual({ host: '::1', port: 9 });
+    for (const bad of ['192.0.2.1:8470', '127.0.0.1', '127.0.0.1:0', 'localhost:70000', ':80']) {
+      expect(() => parseLoopbackAddress(bad, '--to'), bad).toThrow(/--to takes a loopback address and port/);
+    }
+  });
+
+  it('writes the PSK as GnuTLS reads it, and counts progress in two halves', () => {
+    expect(pskFile('ab'.repeat(32))).toBe(`${PSK_USER}:${'ab'.repeat(32)}\n`);
+    expect(migrationPercent('disks', 0, 100)).toBe(0);
+    expect(migrationPercent('disks', 100, 100)).toBe(50);
+    expect(migrationPercent('ram', 50, 100)).toBe(75);
+    expect(migrationPercent('ram', 0, 0)).toBe(100);
+  });
+});
