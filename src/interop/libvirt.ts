@@ -21,6 +21,9 @@ import { formatSize } from '../spec/size.js';
 
 export class LibvirtXmlError extends Error {}
 
+/** Where Phyllome keeps what libvirt has no element for (the osinfo-db OS id), in a domain's metadata. */
+export const PHYLLOME_NS = 'https://phyllo.me/xmlns/libvirt/1';
+
 // ---------------------------------------------------------------------------------------------------
 // Export: a Phyllome spec as a libvirt domain
 // ---------------------------------------------------------------------------------------------------
@@ -120,10 +123,10 @@ export function specToDomainXml(spec: VmSpec, opts: ExportOptions): DomainXml {
 
   const devices: XmlObject = { emulator: '/usr/bin/qemu-system-x86_64' };
   let ataIndex = 0;
-  const perBus: Record<string, number> = { virtio: 0 };
+  let virtioIndex = 0;
   devices.disk = [
     ...spec.disks.map((d: DiskSpec) => {
-      const n = d.bus === 'virtio' ? perBus.virtio!++ : ataIndex++;
+      const n = d.bus === 'virtio' ? virtioIndex++ : ataIndex++;
       const block = d.path.startsWith('/dev/');
       return {
         '@type': block ? 'block' : 'file',
@@ -263,9 +266,6 @@ export function specToDomainXml(spec: VmSpec, opts: ExportOptions): DomainXml {
   }
   return { xml: builder.build({ domain }) as string, notes };
 }
-
-/** Where Phyllome keeps what libvirt has no element for (the osinfo-db OS id), in a domain's metadata. */
-export const PHYLLOME_NS = 'https://phyllo.me/xmlns/libvirt/1';
 
 // ---------------------------------------------------------------------------------------------------
 // Import: a libvirt domain as a Phyllome spec
@@ -602,7 +602,17 @@ export function domainXmlToSpec(xml: string, opts: ImportOptions): ImportedDomai
 
   const devices = kid(domain, 'devices');
   if (devices) unknown(devices, new Set([...SELF_MADE, ...DEVICE_MAPPERS]));
-  Object.assign(spec, mapStorage(kids(devices, 'disk'), machine, notes));
+  const storage = mapStorage(kids(devices, 'disk'), machine, notes);
+  Object.assign(spec, storage);
+  if (
+    diskBootsFirst(os, kids(devices, 'disk')) &&
+    storage.disks.length &&
+    storage.cdroms.some((c) => c.path)
+  ) {
+    notes.add(
+      `Phyllome boots the CD-ROM before the disks, where libvirt booted the disk first: once the guest is installed, eject it (phyllome media eject ${name}).`,
+    );
+  }
   spec.nics = kids(devices, 'interface').flatMap((el, i) => mapNic(el, i, notes, opts.newMac ?? randomMac));
   spec.graphics = mapGraphics(devices, notes);
   Object.assign(spec, mapSmallDevices(devices, machine, notes));
@@ -636,15 +646,23 @@ const DEVICE_MAPPERS = new Set([
   'channel',
 ]);
 
+/** Whether libvirt boots a disk before the CD-ROMs: by the devices' `<boot order>`, else by `<os><boot dev>` (hd when none). */
+function diskBootsFirst(os: El | undefined, disks: El[]): boolean {
+  const order = (d: El) => Number(attr(kid(d, 'boot'), 'order'));
+  const first = disks.filter((d) => kid(d, 'boot')).sort((a, b) => order(a) - order(b))[0];
+  if (first) return attr(first, 'device') !== 'cdrom';
+  return (attr(kid(os, 'boot'), 'dev') ?? 'hd') === 'hd';
+}
+
 const BUSES: Record<string, DiskSpec['bus']> = { virtio: 'virtio', sata: 'sata', ide: 'ide' };
 
 function mapStorage(
   disks: El[],
   machine: 'q35' | 'pc',
   notes: Notes,
-): { disks: unknown[]; cdroms: unknown[] } {
+): { disks: unknown[]; cdroms: { path?: string }[] } {
   const ata = machine === 'q35' ? 'sata' : 'ide';
-  const out = { disks: [] as unknown[], cdroms: [] as unknown[] };
+  const out = { disks: [] as unknown[], cdroms: [] as { path?: string }[] };
   for (const el of disks) {
     const source = kid(el, 'source');
     const device = attr(el, 'device') ?? 'disk';

@@ -1,4 +1,4 @@
-import { chmod, copyFile, readFile, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cli, guest, json, ok, READY, root, useHome, waitFor, waitForReady, type Vm } from './helpers.js';
@@ -11,6 +11,22 @@ describe.skipIf(!canRunLibvirt)('libvirt interop (a private libvirtd)', () => {
   });
   afterAll(() => lv?.stop());
   const home = useHome();
+
+  it("accepts the golden exports and the fixtures with libvirt's own schema (virt-xml-validate)", async () => {
+    const files = [
+      ...(await readdir(path.join(root, 'test/golden')))
+        .filter((f) => /^libvirt-export-.*\.xml$/.test(f))
+        .map((f) => path.join(root, 'test/golden', f)),
+      ...(await readdir(path.join(root, 'test/fixtures/libvirt'))).map((f) =>
+        path.join(root, 'test/fixtures/libvirt', f),
+      ),
+    ];
+    expect(files.length).toBeGreaterThanOrEqual(6);
+    for (const file of files) {
+      const r = await run('virt-xml-validate', [file, 'domain']);
+      expect(r, `${file}: ${r.stderr}`).toMatchObject({ code: 0 });
+    }
+  });
 
   it('exports a VM that validates, that libvirtd defines and boots, and imports it back from libvirt', async () => {
     const h = home();

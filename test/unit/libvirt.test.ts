@@ -225,6 +225,48 @@ describe('libvirt export', () => {
     expect(spec).toEqual({ ...rest, disks: rest.disks.map(({ id: _id, ...d }) => d) });
   });
 
+  it('writes virgl 3D on an i440fx machine with IDE disks, saying what libvirt cannot ask for', async () => {
+    const gl = parseSpec({
+      ...identity,
+      name: 'gl',
+      machine: 'pc',
+      disks: [
+        { id: 'disk0', path: '/srv/gl/root.qcow2', format: 'qcow2', bus: 'ide' },
+        { id: 'disk1', path: '/srv/gl/data.img', format: 'raw', readOnly: true },
+        { id: 'disk2', path: '/dev/vg/scratch', format: 'raw', bus: 'ide' },
+      ],
+      cdroms: [{ path: '/srv/iso/tools.iso' }],
+      graphics: {
+        device: 'virtio-gpu-gl-pci',
+        renderNode: '/dev/dri/renderD128',
+        features: ['blob', 'venus'],
+      },
+      input: 'virtio-tablet',
+      sound: 'ac97',
+      nics: [
+        { model: 'rtl8139', mac: '52:54:00:12:34:59', net: { type: 'macvtap', device: 'eth0' } },
+        {
+          model: 'virtio-net-pci',
+          mac: '52:54:00:12:34:5a',
+          net: {
+            type: 'user',
+            backend: 'slirp',
+            hostLoopback: true,
+            forwards: [{ hostPort: 2222, guestPort: 22 }],
+          },
+        },
+      ],
+    });
+    const { xml, notes } = specToDomainXml(gl, { accel: 'kvm' });
+    await expect(xml).toMatchFileSnapshot('../golden/libvirt-export-gl.xml');
+    expect(notes).toEqual([
+      "NIC 1: the guest's way to the host's loopback is not opened (libvirt has no such setting).",
+      'NIC 1: its port forwards are left out: libvirt forwards ports only with passt.',
+      "The display becomes libvirt's virtio-vga with virgl; blob, venus (virtio-gpu-gl-pci features) are left out: libvirt 9 cannot ask for them.",
+      'The domain uses the VM\'s own disk files: never run it while "gl" runs in Phyllome.',
+    ]);
+  });
+
   it('refuses a VM with encrypted disks: libvirt would need their key', () => {
     const encrypted = parseSpec({
       ...identity,
