@@ -3,6 +3,7 @@ import { pickFirmware, type FirmwareDescriptor } from '../host/firmware.js';
 import type { Accel } from '../qemu/cmdline.js';
 import { VM_NAME_RE } from '../spec/names.js';
 import {
+  diskId,
   memoryBytes,
   parseSpecInput,
   randomMac,
@@ -73,10 +74,10 @@ const HYPERV_FEATURES = ['relaxed', 'vapic', 'vpindex', 'runtime', 'synic', 'sti
  * key as a libvirt secret, and Phyllome never hands keys out.
  */
 export function specToDomainXml(spec: VmSpec, opts: ExportOptions): DomainXml {
-  const encrypted = spec.disks.filter((d) => d.encrypted);
+  const encrypted = spec.disks.flatMap((d, i) => (d.encrypted ? [diskId(d, i)] : []));
   if (encrypted.length) {
     throw new LibvirtXmlError(
-      `"${spec.name}" has LUKS-encrypted disks (${encrypted.map((d, i) => d.id ?? `disk${i}`).join(', ')}): ` +
+      `"${spec.name}" has LUKS-encrypted disks (${encrypted.join(', ')}): ` +
         'libvirt would need their key as a libvirt secret, and Phyllome never hands keys out. ' +
         'Export a VM whose disks are not encrypted (phyllome create --no-encrypt)',
     );
@@ -121,7 +122,8 @@ export function specToDomainXml(spec: VmSpec, opts: ExportOptions): DomainXml {
   }
   if (uefi?.smm) features.smm = { '@state': 'on' };
 
-  const devices: XmlObject = { emulator: '/usr/bin/qemu-system-x86_64' };
+  // No <emulator>: libvirt runs its own QEMU for x86_64.
+  const devices: XmlObject = {};
   let ataIndex = 0;
   let virtioIndex = 0;
   devices.disk = [
