@@ -58,6 +58,8 @@ describe.skipIf(!canRunLibvirt)('libvirt interop (a private libvirtd)', () => {
     const validate = await run('virt-xml-validate', [xmlFile, 'domain']);
     expect(validate, validate.stderr).toMatchObject({ code: 0 });
 
+    // libvirtd keeps definitions in /etc/libvirt: one left by an interrupted run would clash.
+    await lv.removeDomain('lv');
     try {
       const defined = await lv.virsh('define', xmlFile);
       expect(defined.code, defined.stderr).toBe(0);
@@ -129,6 +131,8 @@ describe.skipIf(!canRunLibvirt)('libvirt interop (a private libvirtd)', () => {
     expect(r.stderr).toContain('note: The TPM starts empty');
     const validate = await run('virt-xml-validate', [xmlFile, 'domain']);
     expect(validate, validate.stderr).toMatchObject({ code: 0 });
+    // libvirtd keeps definitions in /etc/libvirt: one left by an interrupted run would clash.
+    await lv.removeDomain('efi');
     try {
       const defined = await lv.virsh('define', xmlFile);
       expect(defined.code, defined.stderr).toBe(0);
