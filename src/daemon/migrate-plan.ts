@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { NVRAM_NODE } from '../qemu/cmdline.js';
 import { diskId, type VmSpec } from '../spec/schema.js';
 
 /** A daemon's loopback API address; phyllomed serves TCP on loopback only, so only that is accepted. */
@@ -21,16 +22,17 @@ export function parseLoopbackAddress(text: string, what: string): Peer {
 }
 
 /**
- * What live migration cannot carry yet, each with what to do; empty when the VM can move. Writable
+ * What live migration cannot carry, each with what to do; empty when the VM can move. Writable
  * disks are mirrored; read-only media (CD-ROMs, read-only disks, the kernel) must be at the same
  * path on the destination, so none may live in the VM's own folder, which the source deletes.
  */
 export function migrationProblems(spec: VmSpec, dir: string, snapshots: number): string[] {
   const problems: string[] = [];
-  if (spec.firmware.type === 'uefi') {
-    problems.push('UEFI VMs cannot be migrated yet (their variable store is not carried)');
+  if (spec.graphics.device.endsWith('-gl')) {
+    problems.push(
+      `QEMU cannot migrate 3D (virgl) graphics: stop "${spec.name}" and move it with export and import instead`,
+    );
   }
-  if (spec.tpm) problems.push('VMs with a TPM cannot be migrated yet (its state is not carried)');
   if (snapshots) {
     problems.push(
       `"${spec.name}" has ${snapshots} snapshot(s), which a migration would lose: delete them first (phyllome snapshot delete)`,
@@ -52,9 +54,26 @@ export function migrationProblems(spec: VmSpec, dir: string, snapshots: number):
   return problems;
 }
 
-/** The disks whose contents a migration mirrors: the writable ones, by node name. */
-export const mirroredDisks = (spec: VmSpec): string[] =>
-  spec.disks.flatMap((d, i) => (d.readOnly ? [] : [diskId(d, i)]));
+export interface MirroredImage {
+  /** QEMU's node name, also the NBD export's name. */
+  node: string;
+  path: string;
+  format: 'raw' | 'qcow2';
+  encrypted: boolean;
+}
+
+/**
+ * The images a migration mirrors: the writable disks and the UEFI variable store (`nvram`: its path).
+ * The TPM's state needs no mirror: QEMU carries it in the migration stream, from swtpm to swtpm.
+ */
+export const mirroredImages = (spec: VmSpec, nvram: string): MirroredImage[] => [
+  ...spec.disks.flatMap((d, i) =>
+    d.readOnly ? [] : [{ node: diskId(d, i), path: d.path, format: d.format, encrypted: d.encrypted }],
+  ),
+  ...(spec.firmware.type === 'uefi'
+    ? [{ node: NVRAM_NODE, path: nvram, format: 'qcow2' as const, encrypted: spec.firmware.nvramEncrypted }]
+    : []),
+];
 
 /**
  * The spec as the destination keeps it: each writable disk a new qcow2 in its own VM folder (its data

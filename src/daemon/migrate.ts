@@ -6,18 +6,18 @@ import type { Logger } from 'pino';
 import { ApiError, callDaemon, type DaemonAddress } from '../cli/client.js';
 import type { QmpClient, QmpEvent } from '../qemu/qmp.js';
 import { parseSpec } from '../spec/schema.js';
-import { createQcow2 } from '../storage/qemu-img.js';
+import { createQcow2, imageInfo } from '../storage/qemu-img.js';
 import { conflict, UserError } from './errors.js';
 import {
   incomingSpec,
   migrationPercent,
   migrationProblems,
-  mirroredDisks,
+  mirroredImages,
   pskFile,
   PSK_USER,
   type Peer,
 } from './migrate-plan.js';
-import { runtimeFiles, vmDir } from './paths.js';
+import { runtimeFiles, stateFiles, vmDir } from './paths.js';
 import { readSnapshots } from './snapshots.js';
 import type { VmInfo, VmManager } from './vms.js';
 
@@ -162,10 +162,10 @@ export class Migrations {
     const problems = migrationProblems(source, vmDir(this.manager.layout, name), 0);
     if (problems.length) throw new UserError(problems.join('; '));
     const spec = incomingSpec(source, vmDir(this.manager.layout, name));
-    const disks = mirroredDisks(spec).map((id) => {
-      const bytes = req.sizes[id];
-      if (!Number.isSafeInteger(bytes) || bytes! <= 0) throw new UserError(`sizes.${id}: missing`);
-      return { id, bytes: bytes!, encrypted: spec.disks.find((d) => d.id === id)!.encrypted };
+    const images = mirroredImages(spec, stateFiles(this.manager.layout, name).nvram).map((img) => {
+      const bytes = req.sizes[img.node];
+      if (!Number.isSafeInteger(bytes) || bytes! <= 0) throw new UserError(`sizes.${img.node}: missing`);
+      return { ...img, bytes: bytes! };
     });
 
     const ready = deferred<IncomingReply>();
@@ -173,9 +173,10 @@ export class Migrations {
     // Once settled, a late abort (or QEMU exiting) has nothing left to change.
     decision.promise.catch(ignore);
     const prepare = async (staging: string, key?: string) => {
-      for (const d of disks) {
-        const file = path.join(staging, `${d.id}.qcow2`);
-        await createQcow2(d.encrypted ? { file, key: key! } : { file }, d.bytes);
+      // Each lands in the VM's folder (incomingSpec), so under the same name in its staging folder.
+      for (const img of images) {
+        const file = path.join(staging, path.basename(img.path));
+        await createQcow2(img.encrypted ? { file, key: key! } : { file }, img.bytes);
       }
     };
     const session = async (qmp: QmpClient) => {
@@ -192,12 +193,12 @@ export class Migrations {
           addr: { type: 'inet', data: { host, port: String(nbd.port) } },
           'tls-creds': TLS_ID,
         });
-        for (const d of disks) {
+        for (const img of images) {
           await qmp.execute('block-export-add', {
             type: 'nbd',
-            id: nbdNode(d.id),
-            'node-name': d.id,
-            name: d.id,
+            id: nbdNode(img.node),
+            'node-name': img.node,
+            name: img.node,
             writable: true,
           });
         }
@@ -269,11 +270,13 @@ export class Migrations {
       const snapshots = (await readSnapshots(dir)).snapshots.length;
       const problems = migrationProblems(spec, dir, snapshots);
       if (problems.length) throw new UserError(`cannot migrate "${name}": ${problems.join('; ')}`);
-      const { disks } = await this.manager.diskList(name);
+      const images = mirroredImages(spec, stateFiles(this.manager.layout, name).nvram);
       const sizes: Record<string, number> = {};
-      for (const d of disks) {
-        if (d.virtualSize === undefined) throw new UserError(`cannot read the size of ${d.id} (${d.path})`);
-        sizes[d.id] = d.virtualSize;
+      for (const img of images) {
+        const info = await imageInfo({ file: img.path, format: img.format }).catch((e: Error) => {
+          throw new UserError(`cannot read the size of ${img.path}: ${e.message}`);
+        });
+        sizes[img.node] = info.virtualSize;
       }
       const psk = randomBytes(32).toString('hex');
       const peer: DaemonAddress = to;
@@ -290,7 +293,7 @@ export class Migrations {
           e instanceof ApiError && e.status === 409 ? 409 : 400,
         );
       });
-      const ids = mirroredDisks(spec);
+      const ids = images.map((img) => img.node);
       const nodes: string[] = [];
       let tlsSet = false;
       // A failed mirror leaves the job list at once: its error comes only in its event.

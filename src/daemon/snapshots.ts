@@ -1,6 +1,7 @@
 import { cp, readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { QmpClient } from '../qemu/qmp.js';
+import { NVRAM_NODE } from '../qemu/cmdline.js';
 import { diskId, type VmSpec } from '../spec/schema.js';
 import { imageInfo, snapshotImage, type Image } from '../storage/qemu-img.js';
 import { UserError } from './errors.js';
@@ -94,7 +95,7 @@ function images(t: SnapshotTarget): { node: string; image: Image }[] {
   });
   if (t.spec.firmware.type === 'uefi') {
     const key = t.spec.firmware.nvramEncrypted && t.key ? { key: t.key } : {};
-    out.push({ node: 'fw-vars', image: { file: t.nvram, ...key } });
+    out.push({ node: NVRAM_NODE, image: { file: t.nvram, ...key } });
   }
   return out;
 }

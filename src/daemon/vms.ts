@@ -868,7 +868,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
 
   /**
    * Live migration in (migrate.ts): makes the VM from the source's spec (`prepare` makes its empty
-   * disks in the staging folder, with its new disk key where it needs one), starts QEMU waiting for the
+   * images in the staging folder, with its new disk key where it needs one), starts QEMU waiting for the
    * stream, and holds the VM's lock while `session` receives it. Then the VM runs, or stays paused, as
    * `session` says; a session that throws (or a QEMU that dies) removes all of it.
    */
@@ -884,6 +884,8 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
       await checkFiles(spec, new Set(spec.disks.filter((d) => !d.readOnly).map((d) => d.path)));
       this.checkNetworks(spec);
       const key = needsKey(spec) ? await this.keystore.newKey(spec.uuid).catch(keystoreError) : undefined;
+      // The TPM's state arrives in the stream; this swtpm keeps it under a key of its own.
+      if (spec.tpmEncrypted) await this.keystore.newKey(tpmKeyId(spec.uuid)).catch(keystoreError);
       try {
         await this.store.create(spec, (staging) => prepare(staging, key).catch(qemuImgError));
       } catch (e) {

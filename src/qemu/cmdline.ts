@@ -77,7 +77,7 @@ const base = ({ spec, accel }: LaunchPlan): string[] => {
       'memory-backend': sharedMemory(spec) ? 'mem' : undefined,
       smm: uefi?.smm ? 'on' : undefined,
       pflash0: uefi ? 'fw-code' : undefined,
-      pflash1: uefi ? 'fw-vars' : undefined,
+      pflash1: uefi ? NVRAM_NODE : undefined,
     }),
     ...(sharedMemory(spec)
       ? [
@@ -189,6 +189,9 @@ const blockdev = (
   }),
 ];
 
+/** The UEFI variable store's node name, as snapshots and migrations address it. */
+export const NVRAM_NODE = 'fw-vars';
+
 /** The VM's key, as QEMU knows it: a secret object its encrypted images name. */
 export const KEY_SECRET = 'vmkey';
 const luks = { 'encrypt.format': 'luks', 'encrypt.key-secret': KEY_SECRET };
@@ -201,7 +204,7 @@ const firmware = ({ spec, state }: LaunchPlan): string[] => {
   if (spec.firmware.type !== 'uefi') return [];
   return [
     ...blockdev('fw-code', spec.firmware.code, 'raw', true),
-    ...blockdev('fw-vars', state.nvram, 'qcow2', false, spec.firmware.nvramEncrypted ? luks : {}),
+    ...blockdev(NVRAM_NODE, state.nvram, 'qcow2', false, spec.firmware.nvramEncrypted ? luks : {}),
     ...(spec.firmware.smm
       ? ['-global', opts(undefined, { driver: 'cfi.pflash01', property: 'secure', value: 'on' })]
       : []),

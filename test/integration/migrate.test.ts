@@ -5,9 +5,11 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isQemuFor, readPidfile } from '../../src/qemu/process.js';
 import {
   alive,
+  bootArgs,
   cli,
   createGuest,
   destroyHome,
+  inGuest,
   json,
   makeHome,
   ok,
@@ -16,6 +18,7 @@ import {
   root,
   waitFor,
   waitForReady,
+  writeMarker,
   type ConsoleSession,
   type TestHome,
   type Vm,
@@ -54,6 +57,8 @@ afterEach(async () => {
 
 const serialLog = (h: TestHome, name: string) =>
   readFile(path.join(h.home, 'vms', name, 'serial.log'), 'utf8').catch(() => '');
+/** The marker writeMarker left, read from the disk itself (the page cache dropped first). */
+const MARKER_ON_DISK = 'head -c 32 /dev/vda | tr -dc A-Z0-9-; echo';
 const ticks = (log: string) => [...log.matchAll(/^TICK-(\d+)\r?$/gm)].map((m) => Number(m[1]));
 const migrate = (name: string, extra: string[] = []) =>
   cli(
@@ -75,10 +80,9 @@ async function counting(name: string): Promise<ConsoleSession> {
   await createGuest(src, name, ['--disk', '32M']);
   await ok(src, ['start', name]);
   await waitForReady(src, name);
+  await writeMarker(src, name, 'MIGRATED-DISK-MARKER');
   const c = openConsole(src, name);
   await c.waitFor(READY);
-  c.type('echo MIGRATED-DISK-MARKER > /dev/vda; sync /dev/vda; echo marked\n');
-  await c.waitFor('\nmarked');
   c.type('i=0; while :; do echo TICK-$i; i=$((i+1)); sleep 1; done &\n');
   await waitFor('the counter', async () => ticks(await serialLog(src, name)).length >= 2 || undefined);
   return c;
@@ -125,10 +129,59 @@ describe('live migration between two daemons', () => {
     expect(seen).toEqual(seen.map((_, i) => seen[0]! + i));
 
     // The disk's data arrived (read past the guest's page cache).
-    const d = openConsole(dst, 'mover');
-    d.type('sync; echo 3 > /proc/sys/vm/drop_caches; head -c 20 /dev/vda | tr -dc A-Z-; echo =read\n');
-    await d.waitFor('MIGRATED-DISK-MARKER=read');
-    d.child.kill();
+    expect(await inGuest(dst, 'mover', `echo 3 > /proc/sys/vm/drop_caches; ${MARKER_ON_DISK}`)).toBe(
+      'MIGRATED-DISK-MARKER',
+    );
+  });
+
+  it('moves a UEFI guest with a TPM: variables mirrored, TPM state in the stream, each under the new keys', async () => {
+    // A Linux profile booting the test guest's kernel through UEFI, with a TPM and an encrypted disk.
+    await ok(src, [
+      'create',
+      'secure',
+      '--os',
+      'debian11',
+      ...bootArgs('efi'),
+      '--memory',
+      '256M',
+      '--firmware',
+      'uefi',
+      '--tpm',
+      '--disk',
+      '32M',
+      '--graphics',
+      'none',
+    ]);
+    await ok(src, ['start', 'secure']);
+    await waitForReady(src, 'secure', 150_000);
+    const pcr0 = 'cat /sys/class/tpm/tpm0/pcr-sha256/0';
+    const measured = await inGuest(src, 'secure', pcr0);
+    // The firmware measured itself into PCR 0.
+    expect(measured).toMatch(/^[0-9A-F]{64}$/);
+    expect(measured).not.toMatch(/^0+$/);
+    const { uuid } = await json<Vm>(src, ['status', 'secure']);
+
+    const r = await migrate('secure');
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(await json<Vm[]>(src, ['list'])).toEqual([]);
+    expect(await readFile(path.join(src.home, 'keystore.json'), 'utf8')).not.toContain(uuid);
+
+    // The same TPM, PCRs and all, runs on at the destination.
+    expect(await json<Vm>(dst, ['status', 'secure'])).toMatchObject({ state: 'running', uuid });
+    expect(await inGuest(dst, 'secure', pcr0)).toBe(measured);
+    expect(await serialLog(dst, 'secure')).not.toContain(READY);
+    // Both keys are the destination's own.
+    const keys = Object.keys(
+      (JSON.parse(await readFile(path.join(dst.home, 'keystore.json'), 'utf8')) as { keys: object }).keys,
+    );
+    expect(keys.sort()).toEqual([uuid, `${uuid}/tpm`]);
+
+    // And what landed on its disk boots: the variable store and the TPM state, opened with those keys.
+    await ok(dst, ['stop', 'secure', '--force']);
+    await ok(dst, ['start', 'secure']);
+    await waitForReady(dst, 'secure', 150_000);
+    expect(await serialLog(dst, 'secure')).toContain('tpm: tpm0 version 2');
   });
 
   it('leaves the source running, and nothing at the destination, when the destination dies midway', async () => {

@@ -3,7 +3,7 @@ import {
   incomingSpec,
   migrationPercent,
   migrationProblems,
-  mirroredDisks,
+  mirroredImages,
   parseLoopbackAddress,
   pskFile,
   PSK_USER,
@@ -32,7 +32,7 @@ const spec = (over: Record<string, unknown> = {}): VmSpec =>
 describe('migration plan', () => {
   it('mirrors the writable disks into new qcow2 images in the destination folder, identity kept', () => {
     const s = spec();
-    expect(mirroredDisks(s)).toEqual(['disk0', 'disk1']);
+    expect(mirroredImages(s, `${dir}/nvram.qcow2`).map((i) => i.node)).toEqual(['disk0', 'disk1']);
     const there = incomingSpec(s, '/home/b/vms/web');
     expect(there.disks).toMatchObject([
       { id: 'disk0', path: '/home/b/vms/web/disk0.qcow2', format: 'qcow2', encrypted: true },
@@ -40,6 +40,27 @@ describe('migration plan', () => {
       { id: 'disk2', path: '/srv/base.img', format: 'raw', readOnly: true },
     ]);
     expect({ ...there, disks: [] }).toEqual({ ...s, disks: [] });
+  });
+
+  it('mirrors the UEFI variable store too, encrypted like the disks', () => {
+    const uefi = spec({
+      machine: 'q35',
+      firmware: {
+        type: 'uefi',
+        code: '/usr/share/OVMF/OVMF_CODE_4M.fd',
+        varsTemplate: '/usr/share/OVMF/OVMF_VARS_4M.fd',
+        secureBoot: false,
+        enrolledKeys: false,
+        smm: false,
+        nvramEncrypted: true,
+      },
+    });
+    expect(mirroredImages(uefi, `${dir}/nvram.qcow2`).at(-1)).toEqual({
+      node: 'fw-vars',
+      path: `${dir}/nvram.qcow2`,
+      format: 'qcow2',
+      encrypted: true,
+    });
   });
 
   it('says what it cannot carry, and what to do', () => {
@@ -54,10 +75,17 @@ describe('migration plan', () => {
       2,
     );
     expect(problems).toEqual([
-      'VMs with a TPM cannot be migrated yet (its state is not carried)',
       '"web" has 2 snapshot(s), which a migration would lose: delete them first (phyllome snapshot delete)',
       `CD-ROM 0 holds ${dir}/cloud-init.iso, which stays behind: eject it first (phyllome media eject web --drive 0)`,
       `read-only disk disk0 (${dir}/ro.img) stays behind: remove it first`,
+    ]);
+  });
+
+  it('refuses 3D graphics, whose GL state QEMU does not migrate', () => {
+    expect(
+      migrationProblems(spec({ graphics: { device: 'virtio-vga-gl', renderNode: '/dev/null' } }), dir, 0),
+    ).toEqual([
+      'QEMU cannot migrate 3D (virgl) graphics: stop "web" and move it with export and import instead',
     ]);
   });
 
