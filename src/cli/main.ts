@@ -537,7 +537,8 @@ program
   .requiredOption('--to <host:port>', "the destination daemon's API address, like 127.0.0.1:8470")
   .requiredOption('--token-file <file>', "the destination's API token (its PHYLLOME_HOME/api-token)")
   .option('--bandwidth <size>', 'at most this many bytes per second for each disk and the RAM, like 50M')
-  .action(async (name: string, o: { to: string; tokenFile: string; bandwidth?: string }) => {
+  .addOption(jsonOption)
+  .action(async (name: string, o: { to: string; tokenFile: string; bandwidth?: string; json?: boolean }) => {
     const [{ readFile }, { parseSize }, { withProgress }] = await Promise.all([
       import('node:fs/promises'),
       import('../spec/size.js'),
@@ -548,18 +549,22 @@ program
         throw new Error(`--token-file: cannot read ${o.tokenFile}`);
       })
     ).trim();
-    await withProgress(
+    const vm = await withProgress(
       await client.wsUrl('/v1/events'),
       { vm: name, op: 'migrate' },
       `Migrating "${name}" to ${o.to}`,
       () =>
-        client.call('POST', `${vmPath(name)}/migrate`, {
+        client.call<VmInfo>('POST', `${vmPath(name)}/migrate`, {
           to: o.to,
           token,
           ...(o.bandwidth ? { bandwidth: parseSize(o.bandwidth, 'B') } : {}),
         }),
     );
-    process.stdout.write(`Migrated "${name}": it runs at ${o.to} now, and is gone from here.\n`);
+    await print(
+      o.json,
+      vm,
+      () => `Migrated "${name}": it is ${vm.state} at ${o.to} now, and gone from here.`,
+    );
   });
 
 const snapshot = program

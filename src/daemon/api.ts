@@ -620,10 +620,10 @@ export async function buildApi(deps: ApiDeps) {
           token: z.string().min(1).describe("the destination's API token"),
           bandwidth: z.number().int().positive().optional().describe('bytes/s, for each disk and the RAM'),
         }),
-        response: { 204: z.null(), ...errors },
+        response: { 200: vmInfo.describe('the VM as it runs at the destination'), ...errors },
       },
     },
-    async (request, reply) => {
+    async (request) => {
       const { to, token, bandwidth } = request.body;
       let peer;
       try {
@@ -631,8 +631,7 @@ export async function buildApi(deps: ApiDeps) {
       } catch (e) {
         throw new UserError((e as Error).message);
       }
-      await migrations.send(request.params.name, { ...peer, token }, bandwidth);
-      return reply.code(204).send(null);
+      return migrations.send(request.params.name, { ...peer, token }, bandwidth);
     },
   );
   api.post(

@@ -89,6 +89,9 @@ export function incomingSpec(spec: VmSpec, dir: string): VmSpec {
   };
 }
 
+/** In a VM's folder while its migration in is unfinished: a daemon that finds it at start removes the VM. */
+export const INCOMING_MARKER = 'incoming-migration';
+
 /** The user name both sides of a migration's TLS (PSK) name. */
 export const PSK_USER = 'phyllome-migration';
 

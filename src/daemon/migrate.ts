@@ -9,6 +9,7 @@ import { parseSpec } from '../spec/schema.js';
 import { createQcow2, imageInfo } from '../storage/qemu-img.js';
 import { conflict, UserError } from './errors.js';
 import {
+  INCOMING_MARKER,
   incomingSpec,
   migrationPercent,
   migrationProblems,
@@ -173,6 +174,7 @@ export class Migrations {
     // Once settled, a late abort (or QEMU exiting) has nothing left to change.
     decision.promise.catch(ignore);
     const prepare = async (staging: string, key?: string) => {
+      await writeFile(path.join(staging, INCOMING_MARKER), '');
       // Each lands in the VM's folder (incomingSpec), so under the same name in its staging folder.
       for (const img of images) {
         const file = path.join(staging, path.basename(img.path));
@@ -213,6 +215,7 @@ export class Migrations {
         await migrationEnd(qmp, ARRIVAL_TIMEOUT_MS);
         // The disks are the VM's own again before it runs.
         await qmp.execute('nbd-server-stop');
+        await rm(path.join(vmDir(this.manager.layout, name), INCOMING_MARKER));
         return { run };
       } finally {
         await done();
@@ -256,7 +259,7 @@ export class Migrations {
    * Source: move `name` to the daemon at `to`. `bandwidth` (bytes/s) caps the disk mirrors and the
    * RAM stream each. Progress goes out as events (op `migrate`).
    */
-  send(name: string, to: Peer & { token: string }, bandwidth?: number): Promise<void> {
+  send(name: string, to: Peer & { token: string }, bandwidth?: number): Promise<VmInfo> {
     const progress = (percent: number) =>
       this.manager.emit('event', {
         type: 'progress',
@@ -304,6 +307,7 @@ export class Migrations {
         }
       };
       qmp.on('event', onEvent);
+      let there: VmInfo;
       try {
         const removeKey = await addTls(
           qmp,
@@ -361,7 +365,7 @@ export class Migrations {
         // The source is paused now: a ready mirror cancelled completes cleanly, the copies identical.
         for (const node of nodes) await qmp.execute('block-job-cancel', { device: node });
         while ((await jobsOf(qmp, nodes)).length) await sleep(POLL_MS / 4);
-        await callDaemon(peer, 'POST', `${url}/finish`, { run: !paused }, PEER_TIMEOUT_MS);
+        there = await callDaemon<VmInfo>(peer, 'POST', `${url}/finish`, { run: !paused }, PEER_TIMEOUT_MS);
       } catch (e) {
         await this.rollBack(qmp, nodes, tlsSet, paused);
         await callDaemon(peer, 'DELETE', url, undefined, PEER_TIMEOUT_MS).catch((why: Error) =>
@@ -376,6 +380,7 @@ export class Migrations {
       }
       progress(100);
       this.log.info({ vm: name, to: `${to.host}:${to.port}` }, 'migrated out; removing the source');
+      return there;
     });
   }
 

@@ -59,6 +59,7 @@ import type { Lease } from '../net/dnsmasq.js';
 import { findPasst } from '../net/passt.js';
 import { chooseUserBackend, formatForward, slirpHostfwd, wireNics, type NicWiring } from '../net/wiring.js';
 import { withDiskFormats } from '../storage/format.js';
+import { INCOMING_MARKER } from './migrate-plan.js';
 
 export type VmState = 'stopped' | 'starting' | 'running' | 'paused' | 'stopping';
 
@@ -167,6 +168,12 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
         const vm: Vm = { spec, state: 'stopped' };
         this.vms.set(name, vm);
         await this.adopt(vm);
+        // A migration in that this daemon did not live to finish: what it made goes.
+        if (await exists(path.join(vmDir(this.layout, name), INCOMING_MARKER))) {
+          await this.remove(vm, true);
+          this.log.warn({ vm: name }, 'removed a VM whose incoming migration never finished');
+          continue;
+        }
         // The journal first: only a crash mid-snapshot needs the images (and maybe the key) opened.
         const journal = await readSnapshots(vmDir(this.layout, name));
         if (journal.snapshots.some((x) => x.state !== 'ready')) {
@@ -855,14 +862,15 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
    * returns, the VM runs elsewhere and is removed here (QEMU, files, keys). A `send` that throws must
    * leave it running as it was.
    */
-  migrateOut(
+  migrateOut<T>(
     name: string,
-    send: (vm: { spec: VmSpec; qmp: QmpClient; paused: boolean }) => Promise<void>,
-  ): Promise<void> {
+    send: (vm: { spec: VmSpec; qmp: QmpClient; paused: boolean }) => Promise<T>,
+  ): Promise<T> {
     return this.withLock(name, 'migrate', async () => {
       const vm = this.running(name, ['running', 'paused']);
-      await send({ spec: vm.spec, qmp: vm.qmp!, paused: vm.state === 'paused' });
+      const sent = await send({ spec: vm.spec, qmp: vm.qmp!, paused: vm.state === 'paused' });
       await this.remove(vm, true);
+      return sent;
     });
   }
 

@@ -20,6 +20,7 @@ import {
   waitForReady,
   writeMarker,
   type ConsoleSession,
+  type Result,
   type TestHome,
   type Vm,
 } from './helpers.js';
@@ -88,6 +89,36 @@ async function counting(name: string): Promise<ConsoleSession> {
   return c;
 }
 
+/**
+ * Starts migrating a counting guest slowly (data on its disk, `bandwidth` per second), so there is
+ * time to break things midway; resolves once the destination's QEMU runs.
+ */
+async function slowMigration(name: string, bandwidth = '1M') {
+  const c = await counting(name);
+  c.type('dd if=/dev/urandom of=/dev/vda bs=1M count=6 seek=1 2>/dev/null; sync /dev/vda; echo filled\n');
+  await c.waitFor('\nfilled', 60_000);
+  const { uuid, pid } = await json<Vm>(src, ['status', name]);
+  const running = migrate(name, ['--bandwidth', bandwidth]);
+  const pidfile = path.join(dst.run, 'vms', name, 'qemu.pid');
+  const dstPid = await waitFor('the destination QEMU', () => readPidfile(pidfile), 60_000);
+  expect(await isQemuFor(dstPid, uuid)).toBe(true);
+  await new Promise((r) => setTimeout(r, 2000));
+  return { c, uuid, pid: pid!, running, dstPid };
+}
+
+/** The migration failed, and the source runs on: the same QEMU, its counter still counting. */
+async function failedButRunning(name: string, pid: number, running: Promise<Result>): Promise<void> {
+  const r = await running;
+  expect(r.code).toBe(1);
+  expect(r.stderr).toMatch(new RegExp(`migration of "${name}" failed: .*; it keeps running here`));
+  expect(await json<Vm>(src, ['status', name])).toMatchObject({ state: 'running', pid });
+  const count = ticks(await serialLog(src, name)).at(-1)!;
+  await waitFor(
+    'the counter to go on at the source',
+    async () => (ticks(await serialLog(src, name)).at(-1) ?? 0) > count + 1 || undefined,
+  );
+}
+
 describe('live migration between two daemons', () => {
   it('moves a running guest with its disk: the counter goes on without a reboot, the source is gone', async () => {
     const c = await counting('mover');
@@ -95,7 +126,7 @@ describe('live migration between two daemons', () => {
     const r = await migrate('mover');
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/Migrated "mover"/);
+    expect(r.stdout).toMatch(/Migrated "mover": it is running at 127.0.0.1:\d+ now/);
     // The source's console ends with it; what it showed last is where the counter was.
     await c.exited;
     const lastAtSource = ticks(c.output).at(-1)!;
@@ -185,29 +216,9 @@ describe('live migration between two daemons', () => {
   });
 
   it('leaves the source running, and nothing at the destination, when the destination dies midway', async () => {
-    const c = await counting('stayer');
-    // Data to mirror, slowly, so there is time to kill the destination while the disk moves.
-    c.type('dd if=/dev/urandom of=/dev/vda bs=1M count=6 seek=1 2>/dev/null; sync /dev/vda; echo filled\n');
-    await c.waitFor('\nfilled', 60_000);
-    const { uuid, pid } = await json<Vm>(src, ['status', 'stayer']);
-    const running = migrate('stayer', ['--bandwidth', '1M']);
-    const pidfile = path.join(dst.run, 'vms/stayer/qemu.pid');
-    const dstPid = await waitFor('the destination QEMU', () => readPidfile(pidfile), 60_000);
-    expect(await isQemuFor(dstPid, uuid)).toBe(true);
-    await new Promise((r) => setTimeout(r, 2000));
+    const { c, uuid, pid, running, dstPid } = await slowMigration('stayer');
     process.kill(dstPid, 'SIGKILL');
-
-    const r = await running;
-    expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/migration of "stayer" failed: .*; it keeps running here/);
-
-    // The source runs on, the same QEMU, its counter still counting.
-    expect(await json<Vm>(src, ['status', 'stayer'])).toMatchObject({ state: 'running', pid });
-    const count = ticks(await serialLog(src, 'stayer')).at(-1)!;
-    await waitFor(
-      'the counter to go on at the source',
-      async () => (ticks(await serialLog(src, 'stayer')).at(-1) ?? 0) > count + 1 || undefined,
-    );
+    await failedButRunning('stayer', pid, running);
 
     // The destination kept nothing: no VM, no files, no key, no process.
     await waitFor('the destination to clean up', async () =>
@@ -217,6 +228,22 @@ describe('live migration between two daemons', () => {
     await expect(access(path.join(dst.run, 'vms/stayer'))).rejects.toThrow();
     expect(await readFile(path.join(dst.home, 'keystore.json'), 'utf8')).not.toContain(uuid);
     expect(alive(dstPid)).toBe(false);
+    c.child.kill();
+  });
+
+  it('removes, at its next start, what a destination daemon killed midway left; the source runs on', async () => {
+    const { c, uuid, pid, running, dstPid } = await slowMigration('orphan', '8M');
+    // The daemon dies, its QEMU receives on: the source's last call (finish) finds no one.
+    dstDaemon.kill('SIGKILL');
+    await failedButRunning('orphan', pid, running);
+    expect(alive(dstPid)).toBe(true);
+
+    // The next daemon there finds the unfinished migration and removes all of it.
+    expect(await json<Vm[]>(dst, ['list'])).toEqual([]);
+    expect(alive(dstPid)).toBe(false);
+    await expect(access(path.join(dst.home, 'vms/orphan'))).rejects.toThrow();
+    await expect(access(path.join(dst.run, 'vms/orphan'))).rejects.toThrow();
+    expect(await readFile(path.join(dst.home, 'keystore.json'), 'utf8')).not.toContain(uuid);
     c.child.kill();
   });
 });
