@@ -4,7 +4,7 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { finished, pipeline } from 'node:stream/promises';
 import { constants, createZstdCompress, createZstdDecompress } from 'node:zlib';
 import tar from 'tar-stream';
 import {
@@ -135,7 +135,18 @@ export async function unpackBundle(
   onBytes?: (n: number) => void,
 ): Promise<Unpacked> {
   const extract = tar.extract();
-  const piping = pipeline(input, createZstdDecompress(), extract as unknown as NodeJS.WritableStream);
+  const zstd = createZstdDecompress();
+  // Not in the pipeline: a refused bundle's sender must still get an answer, so its stream is
+  // drained rather than destroyed.
+  input.pipe(zstd);
+  input.once('error', (e) => zstd.destroy(e));
+  const piping = pipeline(zstd, extract as unknown as NodeJS.WritableStream);
+  // Awaited after the entries; it may fail while one is being read, so it is never left unhandled.
+  piping.catch(() => undefined);
+  // The decompressor may fail after the tar reader stopped (a cut at the very end): that error is
+  // awaited below, never left unhandled.
+  const inflated = finished(zstd);
+  inflated.catch(() => undefined);
   const memory = new Map<string, unknown>();
   const seen: Member[] = [];
   const names = new Set<string>();
@@ -186,9 +197,10 @@ export async function unpackBundle(
       if (name !== MANIFEST_MEMBER) seen.push({ path: name, size, sha256: hash.digest('hex') });
     }
     await piping;
+    await inflated;
   } catch (e) {
-    input.destroy();
-    piping.catch(() => undefined);
+    input.unpipe(zstd);
+    input.resume();
     if (e instanceof BundleError || e === refusal) throw e;
     throw new BundleError(`the bundle is truncated or damaged: ${(e as Error).message}`);
   }

@@ -122,6 +122,40 @@ export class Client {
     return callDaemon<T>({ socketPath: this.socket }, method, url, body);
   }
 
+  /**
+   * A request whose body or answer is a stream (bundles), never held in memory. An error answer
+   * (JSON) becomes an ApiError.
+   */
+  async stream(
+    method: string,
+    url: string,
+    o: { json?: unknown; body?: NodeJS.ReadableStream; headers?: Record<string, string> } = {},
+  ): Promise<import('node:http').IncomingMessage> {
+    this.ready ??= this.ensureDaemon();
+    await this.ready;
+    const payload = o.json === undefined ? undefined : JSON.stringify(o.json);
+    const res = await new Promise<import('node:http').IncomingMessage>((resolve, reject) => {
+      const req = http.request({
+        socketPath: this.socket,
+        method,
+        path: url,
+        headers: { ...(payload ? { 'content-type': 'application/json' } : {}), ...o.headers },
+      });
+      req.on('response', resolve).on('error', reject);
+      if (o.body) o.body.on('error', (e) => req.destroy(e)).pipe(req);
+      else req.end(payload);
+    });
+    if ((res.statusCode ?? 0) < 400) return res;
+    let text = '';
+    for await (const c of res) text += String(c);
+    const err = (JSON.parse(text || '{}') as { error?: { message: string; code: string } }).error;
+    throw new ApiError(
+      err?.message ?? `phyllomed answered ${res.statusCode}`,
+      res.statusCode ?? 0,
+      err?.code ?? 'error',
+    );
+  }
+
   /** ws+unix URL of a daemon WebSocket endpoint. */
   async wsUrl(path: string): Promise<string> {
     this.ready ??= this.ensureDaemon();

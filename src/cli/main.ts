@@ -567,6 +567,109 @@ program
     );
   });
 
+const passphraseOption = new Option(
+  '--passphrase-file <file>',
+  'the bundle passphrase (at least 8 characters), from this file',
+);
+
+program
+  .command('export')
+  .description('write a stopped VM as one .phyllome file: spec, disks, UEFI variables, TPM state')
+  .argument('<name>')
+  .option('-o, --output <file>', 'the bundle to write; "-" streams to standard output', '<name>.phyllome')
+  .addOption(passphraseOption)
+  .addOption(jsonOption)
+  .action(async (name: string, o: { output: string; passphraseFile?: string; json?: boolean }) => {
+    const { createWriteStream } = await import('node:fs');
+    const { rename, rm, stat } = await import('node:fs/promises');
+    const { pipeline } = await import('node:stream/promises');
+    const { withProgress } = await import('./progress.js');
+    const file = o.output === '<name>.phyllome' ? `${name}.phyllome` : o.output;
+    const toStdout = file === '-';
+    if (!toStdout && (await stat(file).catch(() => undefined))) {
+      throw new Error(`${file} already exists: choose another --output, or remove it first`);
+    }
+    const passphrase = o.passphraseFile ? await readPassphrase(o.passphraseFile) : undefined;
+    // Written under a temporary name and renamed at the end: an interrupted export never looks complete.
+    const part = `${file}.part-${process.pid}`;
+    const removePart = () => rm(part, { force: true });
+    process.once('SIGINT', () => void removePart().finally(() => process.exit(130)));
+    try {
+      await withProgress(
+        await client.wsUrl('/v1/events'),
+        { vm: name, op: 'export' },
+        `Exporting "${name}"`,
+        async () => {
+          const res = await client.stream('POST', `${vmPath(name)}/export`, {
+            json: passphrase === undefined ? {} : { passphrase },
+          });
+          await pipeline(
+            res,
+            toStdout ? process.stdout : createWriteStream(part, { flags: 'wx', mode: 0o600 }),
+          );
+          if (!res.complete)
+            throw new Error('phyllomed stopped sending the bundle: the export failed (see its log)');
+        },
+      );
+      if (!toStdout) await rename(part, file);
+    } catch (e) {
+      if (!toStdout) await removePart();
+      throw e;
+    }
+    if (toStdout) return;
+    const { size } = await stat(file);
+    await print(
+      o.json,
+      { vm: name, file: path.resolve(file), bytes: size },
+      () => `Exported "${name}" to ${file} (${size} bytes).`,
+    );
+  });
+
+program
+  .command('import')
+  .description('register a VM from a .phyllome file, fitted to this host; every checksum is verified first')
+  .argument('<file>', 'the bundle; "-" reads standard input')
+  .option('--name <name>', 'register it under this name (needed when its own is taken)')
+  .addOption(passphraseOption)
+  .addOption(jsonOption)
+  .action(async (file: string, o: { name?: string; passphraseFile?: string; json?: boolean }) => {
+    const { createReadStream } = await import('node:fs');
+    const { stat } = await import('node:fs/promises');
+    const { withProgress } = await import('./progress.js');
+    const { BUNDLE_TYPE, PASSPHRASE_HEADER } = await import('../bundle/manifest.js');
+    const fromStdin = file === '-';
+    const size = fromStdin ? undefined : (await stat(file)).size;
+    const passphrase = o.passphraseFile ? await readPassphrase(o.passphraseFile) : undefined;
+    const query = o.name ? `?name=${encodeURIComponent(o.name)}` : '';
+    const label = `Importing ${fromStdin ? 'a bundle' : path.basename(file)}`;
+    const result = await withProgress(
+      await client.wsUrl('/v1/events'),
+      { vm: o.name ?? '', op: 'import' },
+      label,
+      async () => {
+        const res = await client.stream('POST', `/v1/import${query}`, {
+          body: fromStdin ? process.stdin : createReadStream(file),
+          headers: {
+            'content-type': BUNDLE_TYPE,
+            ...(size !== undefined ? { 'content-length': String(size) } : { 'transfer-encoding': 'chunked' }),
+            ...(passphrase !== undefined
+              ? { [PASSPHRASE_HEADER]: Buffer.from(passphrase).toString('base64') }
+              : {}),
+          },
+        });
+        let text = '';
+        for await (const c of res) text += String(c);
+        return JSON.parse(text) as { vm: VmInfo; changes: { what: string; why: string }[] };
+      },
+    );
+    await print(o.json, result, () =>
+      [
+        ...result.changes.map((c) => `changed: ${c.what}: ${c.why}`),
+        `Imported "${result.vm.name}". Start it with: phyllome start ${result.vm.name}`,
+      ].join('\n'),
+    );
+  });
+
 const snapshot = program
   .command('snapshot')
   .description('snapshots: all disks, the UEFI variables and the TPM state, taken and restored as one');

@@ -29,6 +29,8 @@ import type { AccelDecision } from '../host/accel.js';
 import type { QemuInfo } from '../host/qemu-binary.js';
 import { VERSION } from '../version.js';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { BUNDLE_TYPE, PASSPHRASE_HEADER } from '../bundle/manifest.js';
 import { hostFindings } from '../host/findings.js';
 import { introspectQemu } from '../host/qemu-features.js';
 import { readHost } from '../host/report.js';
@@ -507,6 +509,51 @@ export async function buildApi(deps: ApiDeps) {
           linked: request.body.linked ?? false,
         }),
       ),
+  );
+
+  api.post(
+    '/v1/vms/:name/export',
+    {
+      schema: {
+        summary: 'Stream a stopped VM as a .phyllome bundle (progress as events on /v1/events)',
+        params: nameParams,
+        body: z.strictObject({ passphrase: z.string().optional() }).optional(),
+      },
+    },
+    async (request, reply) => {
+      const passphrase = request.body?.passphrase;
+      const stream = await manager.exportVm(
+        request.params.name,
+        passphrase === undefined ? {} : { passphrase },
+      );
+      return reply.type(BUNDLE_TYPE).send(stream);
+    },
+  );
+
+  // A bundle is streamed to disk as it arrives, never held in memory.
+  app.addContentTypeParser(BUNDLE_TYPE, (_request, payload, done) => done(null, payload));
+  api.post(
+    '/v1/import',
+    {
+      schema: {
+        summary: `Import a .phyllome bundle (body: ${BUNDLE_TYPE}); the passphrase, if any, base64 in ${PASSPHRASE_HEADER}`,
+        querystring: z.strictObject({ name: z.string().optional() }),
+        response: {
+          201: z.object({ vm: vmInfo, changes: z.array(z.object({ what: z.string(), why: z.string() })) }),
+          ...errors,
+        },
+      },
+    },
+    async (request, reply) => {
+      const header = request.headers[PASSPHRASE_HEADER];
+      const size = Number(request.headers['content-length']);
+      const result = await manager.importVm(request.body as Readable, {
+        ...(request.query.name ? { name: request.query.name } : {}),
+        ...(typeof header === 'string' ? { passphrase: Buffer.from(header, 'base64').toString() } : {}),
+        ...(size > 0 ? { size } : {}),
+      });
+      return reply.code(201).send(result);
+    },
   );
 
   api.get(

@@ -63,13 +63,16 @@ export interface ExportRequest {
   dir: string;
   keys: VmKeys;
   passphrase?: string;
+  /** A running VM's point-in-time copies (liveCopy): member → file, the TPM state under `dir`/tpm. */
+  live?: { files: Map<string, string>; dir: string };
   onProgress?: (pct: number) => void;
 }
 
 /**
- * A stopped VM as one streamed bundle. Encrypted images travel as they are (still encrypted), their
- * key wrapped with the bundle passphrase; raw disks and overlays become self-contained qcow2 in a
- * temporary folder first, so only allocated data travels and nothing depends on this host's files.
+ * A VM as one streamed bundle (a running one from its liveCopy). Encrypted images travel as they
+ * are (still encrypted), their key wrapped with the bundle passphrase; raw disks and overlays become
+ * self-contained qcow2 in a temporary folder first, so only allocated data travels and nothing
+ * depends on this host's files.
  */
 export async function exportBundle(r: ExportRequest): Promise<{ stream: Readable; done: Promise<void> }> {
   if ((r.keys.disk || r.keys.tpm) && !r.passphrase) {
@@ -94,6 +97,12 @@ export async function exportBundle(r: ExportRequest): Promise<{ stream: Readable
   let temp: string | undefined;
   let total = 0;
   for (const c of carried) {
+    const copy = r.live?.files.get(c.member);
+    if (copy) {
+      total += (await stat(copy)).size;
+      members.push({ name: c.member, file: async () => copy });
+      continue;
+    }
     const st = await stat(c.source).catch(() => {
       throw new UserError(`${c.source} is missing: "${r.spec.name}" cannot be exported without it`);
     });
@@ -114,9 +123,9 @@ export async function exportBundle(r: ExportRequest): Promise<{ stream: Readable
   }
   const own = [
     ...(r.spec.firmware.type === 'uefi'
-      ? [{ name: 'nvram.qcow2', file: path.join(r.dir, 'nvram.qcow2') }]
+      ? [{ name: 'nvram.qcow2', file: r.live?.files.get('nvram.qcow2') ?? path.join(r.dir, 'nvram.qcow2') }]
       : []),
-    ...(r.spec.tpm ? await filesUnder(path.join(r.dir, 'tpm'), 'tpm') : []),
+    ...(r.spec.tpm ? await filesUnder(path.join(r.live?.dir ?? r.dir, 'tpm'), 'tpm') : []),
     ...((await exists(path.join(r.dir, 'snapshots.json')))
       ? [{ name: 'snapshots.json', file: path.join(r.dir, 'snapshots.json') }]
       : []),

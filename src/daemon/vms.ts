@@ -1,8 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { constants } from 'node:fs';
-import { access, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { AccelDecision } from '../host/accel.js';
 import type { QemuInfo } from '../host/qemu-binary.js';
@@ -37,7 +39,13 @@ import { findSwtpm, isSwtpmFor, startSwtpm, SwtpmError, swtpmLogTail } from '../
 import { conflict, notFound, UserError, userErrorsFrom } from './errors.js';
 import { exists } from './files.js';
 import { KeyedLock } from './lock.js';
-import { checkSocketPath, runtimeFiles, stateFiles, vmDir, type Layout } from './paths.js';
+import { checkSocketPath, runtimeFiles, stateFiles, vmDir, vmsDir, type Layout } from './paths.js';
+import { exportBundle, importHost, readImport } from './bundles.js';
+import { liveCopy, liveParts } from './live-copy.js';
+import { unbundledPaths } from '../bundle/layout.js';
+import { replan, type Change } from '../bundle/replan.js';
+import { FirmwareError } from '../host/firmware.js';
+import { introspectQemu, type QemuFeatures } from '../host/qemu-features.js';
 import { SerialHub } from './serial.js';
 import { checkClone, cloneSpec, makeClone, type CloneRequest } from './clone.js';
 import { vmNameProblem } from '../spec/names.js';
@@ -145,6 +153,8 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
   readonly store: StateStore;
   /** Private networks, for NICs that join one; set by the daemon once both exist. */
   networks?: NetworkManager;
+  /** What this QEMU can do, asked once (imports fit graphics to it). */
+  private qemuFeatures?: Promise<QemuFeatures>;
 
   constructor(
     readonly layout: Layout,
@@ -834,6 +844,144 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
         return this.info(name);
       }),
     );
+  }
+
+  /**
+   * Streams a VM as a bundle: a stopped one from its files, a running one from a point-in-time copy
+   * (liveCopy) while it runs on. The VM stays locked (no start, stop or change) until the stream
+   * ends, so what is read is what the manifest vouches for.
+   */
+  exportVm(name: string, opts: { passphrase?: string } = {}): Promise<Readable> {
+    return new Promise<Readable>((resolve, reject) => {
+      this.withLock(name, 'export', async () => {
+        const vm = this.get(name);
+        if (vm.state !== 'stopped' && !(isLive(vm) && (vm.state === 'running' || vm.state === 'paused'))) {
+          throw conflict(`"${name}" is ${vm.state}: export it once it is running or stopped`);
+        }
+        const keys = {
+          ...(needsKey(vm.spec)
+            ? { disk: await this.keystore.keyFor(vm.spec.uuid).catch(keystoreError) }
+            : {}),
+          ...(vm.spec.tpmEncrypted
+            ? { tpm: await this.keystore.keyFor(tpmKeyId(vm.spec.uuid)).catch(keystoreError) }
+            : {}),
+        };
+        const dir = vmDir(this.layout, name);
+        const temp = isLive(vm) ? await mkdtemp(path.join(tmpdir(), 'phyllome-live-')) : undefined;
+        try {
+          const live =
+            temp && isLive(vm)
+              ? {
+                  dir: temp,
+                  files: await liveCopy(
+                    vm.qmp,
+                    liveParts(vm.spec, stateFiles(this.layout, name).nvram, keys.disk),
+                    vm.spec.tpm ? stateFiles(this.layout, name).tpmState : undefined,
+                    temp,
+                  ),
+                }
+              : undefined;
+          const { stream, done } = await exportBundle({
+            spec: vm.spec,
+            dir,
+            keys,
+            ...(opts.passphrase !== undefined ? { passphrase: opts.passphrase } : {}),
+            ...(live ? { live } : {}),
+            onProgress: (percent) => this.emitEvent({ type: 'progress', vm: name, op: 'export', percent }),
+          });
+          resolve(stream);
+          await done;
+        } catch (e) {
+          qemuImgError(e);
+        } finally {
+          if (temp) await rm(temp, { recursive: true, force: true });
+        }
+      }).catch(reject);
+    });
+  }
+
+  /**
+   * Registers a VM from a bundle, under its own name or `name`. Everything is read and checked in a
+   * staging folder first; a refused bundle leaves nothing behind. Host-specific parts are fitted to
+   * this host, each change with its reason; the VM gets a new uuid and MACs.
+   */
+  async importVm(
+    body: Readable,
+    opts: { name?: string; passphrase?: string; size?: number } = {},
+  ): Promise<{ vm: VmInfo; changes: Change[] }> {
+    if (opts.name) {
+      const problem = vmNameProblem(opts.name);
+      if (problem) throw new UserError(`name: ${problem}`);
+    }
+    const taken = (name: string) => {
+      if (this.vms.has(name)) {
+        throw conflict(
+          `a VM named "${name}" already exists: import under another name with --name NEW, or delete it first`,
+        );
+      }
+    };
+    const staging = await mkdtemp(path.join(vmsDir(this.layout), '.creating-import-'));
+    try {
+      let name = opts.name ?? '';
+      let read = 0;
+      let shown = -1;
+      const bundle = await readImport(body, staging, {
+        ...(opts.passphrase !== undefined ? { passphrase: opts.passphrase } : {}),
+        onSpec: (spec) => taken((name ||= spec.name)),
+        onBytes: (n) => {
+          read += n;
+          const pct = opts.size ? Math.min(99, Math.floor((100 * read) / opts.size)) : -1;
+          if (pct > shown)
+            this.emitEvent({ type: 'progress', vm: name, op: 'import', percent: (shown = pct) });
+        },
+      });
+      return await this.withLock(name, 'create', async () => {
+        taken(name);
+        const host = await importHost(
+          bundle.spec,
+          bundle.spec.nics.flatMap((n) =>
+            n.net.type === 'network' && this.networks?.has(n.net.network) ? [n.net.network] : [],
+          ),
+          async () => (await (this.qemuFeatures ??= introspectQemu(this.host.qemu.binary))).virtioVgaGl,
+        );
+        let planned;
+        try {
+          planned = replan(bundle.spec, host, {
+            name,
+            uuid: randomUUID(),
+            createdAt: new Date().toISOString(),
+          });
+        } catch (e) {
+          throw e instanceof FirmwareError ? new UserError(`cannot import "${name}": ${e.message}`) : e;
+        }
+        const spec = unbundledPaths(planned.spec, vmDir(this.layout, name));
+        if (needsKey(spec) !== !!bundle.keys.disk || spec.tpmEncrypted !== !!bundle.keys.tpm) {
+          throw new UserError(
+            'refused: the bundle lacks the keys its encrypted files need; nothing was imported',
+          );
+        }
+        if (bundle.keys.disk) await this.keystore.putKey(spec.uuid, bundle.keys.disk).catch(keystoreError);
+        if (bundle.keys.tpm)
+          await this.keystore.putKey(tpmKeyId(spec.uuid), bundle.keys.tpm).catch(keystoreError);
+        try {
+          await this.store.create(spec, async (target) => {
+            for (const entry of await readdir(staging))
+              await rename(path.join(staging, entry), path.join(target, entry));
+          });
+        } catch (e) {
+          await this.forgetKeys(spec.uuid);
+          throw e;
+        }
+        this.vms.set(name, { spec, state: 'stopped' });
+        this.emitEvent({ type: 'progress', vm: name, op: 'import', percent: 100 });
+        this.emitEvent({ type: 'created', vm: name });
+        for (const c of planned.changes)
+          this.log.info({ vm: name, change: c.what, why: c.why }, 'import changed');
+        return { vm: await this.info(name), changes: planned.changes };
+      });
+    } finally {
+      await rm(staging, { recursive: true, force: true });
+    }
   }
 
   delete(name: string, opts: { force?: boolean } = {}): Promise<void> {
