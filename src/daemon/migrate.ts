@@ -182,8 +182,9 @@ export class Migrations {
       }
     };
     const session = async (qmp: QmpClient) => {
-      qmp.once('close', () => decision.reject(new Error('QEMU exited during the incoming migration')));
-      const done = await addTls(
+      const exited = () => decision.reject(new Error('QEMU exited during the incoming migration'));
+      qmp.once('close', exited);
+      const removeKey = await addTls(
         qmp,
         path.join(runtimeFiles(this.manager.layout, name).dir, 'migration-tls'),
         req.psk,
@@ -218,7 +219,8 @@ export class Migrations {
         await rm(path.join(vmDir(this.manager.layout, name), INCOMING_MARKER));
         return { run };
       } finally {
-        await done();
+        qmp.off('close', exited);
+        await removeKey();
       }
     };
 

@@ -1,5 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { access, readFile } from 'node:fs/promises';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { access, readdir, readFile, readlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isQemuFor, readPidfile } from '../../src/qemu/process.js';
@@ -87,6 +87,31 @@ async function counting(name: string): Promise<ConsoleSession> {
   c.type('i=0; while :; do echo TICK-$i; i=$((i+1)); sleep 1; done &\n');
   await waitFor('the counter', async () => ticks(await serialLog(src, name)).length >= 2 || undefined);
   return c;
+}
+
+/** Runs a program with a hard timeout; its exit code and output. */
+function run(binary: string, args: string[]): Promise<Result> {
+  return new Promise((resolve) => {
+    execFile(binary, args, { timeout: 10_000, killSignal: 'SIGKILL' }, (err, stdout, stderr) =>
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 124) : 0, stdout, stderr }),
+    );
+  });
+}
+
+/** Loopback TCP ports a process listens on that a client is connected to now (from /proc/net/tcp). */
+async function servingPorts(pid: number): Promise<number[]> {
+  const inodes = new Set<string>();
+  for (const fd of await readdir(`/proc/${pid}/fd`).catch(() => [] as string[])) {
+    const link = await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '');
+    const m = /^socket:\[(\d+)\]$/.exec(link);
+    if (m) inodes.add(m[1]!);
+  }
+  const rows = (await readFile('/proc/net/tcp', 'utf8')).trim().split('\n').slice(1);
+  const cols = rows.map((r) => r.trim().split(/\s+/));
+  const port = (address: string) => Number.parseInt(address.split(':')[1]!, 16);
+  const listening = cols.filter((c) => c[3] === '0A' && inodes.has(c[9]!)).map((c) => port(c[1]!));
+  // An established connection whose local end is the listener's port: accepted by it.
+  return listening.filter((p) => cols.some((c) => c[3] === '01' && port(c[1]!) === p));
 }
 
 /**
@@ -217,6 +242,15 @@ describe('live migration between two daemons', () => {
 
   it('leaves the source running, and nothing at the destination, when the destination dies midway', async () => {
     const { c, uuid, pid, running, dstPid } = await slowMigration('stayer');
+    // The disks' NBD server (the listener the source is connected to) serves no one without the key.
+    const nbdPort = await waitFor('the NBD connection', async () => (await servingPorts(dstPid))[0]);
+    const plain = await run('qemu-img', [
+      'info',
+      '--image-opts',
+      `driver=nbd,host=127.0.0.1,port=${nbdPort},export=disk0`,
+    ]);
+    expect(plain.code).not.toBe(0);
+    expect(plain.stderr).toMatch(/TLS negotiation required/);
     process.kill(dstPid, 'SIGKILL');
     await failedButRunning('stayer', pid, running);
 
@@ -245,5 +279,44 @@ describe('live migration between two daemons', () => {
     await expect(access(path.join(dst.run, 'vms/orphan'))).rejects.toThrow();
     expect(await readFile(path.join(dst.home, 'keystore.json'), 'utf8')).not.toContain(uuid);
     c.child.kill();
+  });
+
+  it('refuses clearly what it cannot do, changing nothing, and keeps a paused guest paused', async () => {
+    await createGuest(src, 'idle');
+    await ok(src, ['start', 'idle']);
+    const { pid } = await json<Vm>(src, ['status', 'idle']);
+    const wrong = path.join(src.dir, 'wrong-token');
+    await writeFile(wrong, 'not-the-token\n');
+    const badToken = await cli(src, ['migrate', 'idle', '--to', `127.0.0.1:${port}`, '--token-file', wrong]);
+    expect(badToken.code).toBe(1);
+    expect(badToken.stderr).toMatch(
+      /the destination 127\.0\.0\.1:\d+ refused "idle": missing or wrong bearer token/,
+    );
+    // Loopback only, refused before anything is contacted.
+    const elsewhere = await cli(src, [
+      'migrate',
+      'idle',
+      '--to',
+      '192.0.2.1:8470',
+      '--token-file',
+      path.join(dst.home, 'api-token'),
+    ]);
+    expect(elsewhere.stderr).toMatch(/to takes a loopback address and port, like 127\.0\.0\.1:8470/);
+    await createGuest(dst, 'idle');
+    const taken = await migrate('idle');
+    expect(taken.stderr).toMatch(/refused "idle": a VM named "idle" already exists here/);
+    await ok(dst, ['delete', 'idle']);
+    expect(await json<Vm>(src, ['status', 'idle'])).toMatchObject({ state: 'running', pid });
+    expect(await json<Vm[]>(dst, ['list'])).toEqual([]);
+
+    // A paused guest arrives paused, and runs once resumed there.
+    await waitForReady(src, 'idle');
+    await ok(src, ['pause', 'idle']);
+    const r = await migrate('idle');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/Migrated "idle": it is paused at/);
+    expect((await json<Vm>(dst, ['status', 'idle'])).state).toBe('paused');
+    await ok(dst, ['resume', 'idle']);
+    expect(await inGuest(dst, 'idle', 'echo $((6*7))')).toBe('42');
   });
 });
