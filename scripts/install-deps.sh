@@ -6,11 +6,11 @@ cd "$(dirname "$0")/.."
 
 # qemu-system-gui carries the virgl device modules; Mesa gives llvmpipe when there is no GPU.
 # ovmf, swtpm and osinfo-db serve the guest planner (UEFI, TPM 2.0, OS knowledge); genisoimage makes
-# cloud-init seeds and the tests' install media. passt is user-mode networking without root;
-# iproute2, dnsmasq-base and nftables make private networks (bridge, DHCP, NAT); the test guest carries
-# qemu-guest-agent. libvirt (its daemon, QEMU driver and virsh) and xmllint (for virt-xml-validate) test
-# the libvirt import and export.
-packages=(qemu-system-x86 qemu-system-gui qemu-utils libgl1-mesa-dri libegl-mesa0 busybox-static linux-image-amd64 cpio kmod e2fsprogs binutils util-linux coreutils ovmf swtpm swtpm-tools osinfo-db genisoimage passt iproute2 dnsmasq-base nftables qemu-guest-agent libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libxml2-utils)
+# cloud-init seeds and the tests' install media; zstd is bench/export.ts's yardstick. passt is
+# user-mode networking without root; iproute2, dnsmasq-base and nftables make private networks
+# (bridge, DHCP, NAT); the test guest carries qemu-guest-agent. libvirt (its daemon, QEMU driver and
+# virsh) and xmllint (for virt-xml-validate) test the libvirt import and export.
+packages=(qemu-system-x86 zstd qemu-system-gui qemu-utils libgl1-mesa-dri libegl-mesa0 busybox-static linux-image-amd64 cpio kmod e2fsprogs binutils util-linux coreutils ovmf swtpm swtpm-tools osinfo-db genisoimage passt iproute2 dnsmasq-base nftables qemu-guest-agent libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libxml2-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -65,7 +65,8 @@ async function writeEntry(
 export function packBundle(o: PackOptions): Readable {
   const pack = tar.pack();
   const out = new PassThrough();
-  const zstd = createZstdCompress({ params: ZSTD });
+  // 1 MiB output chunks: Node's default 16 KiB costs a third more time in callbacks.
+  const zstd = createZstdCompress({ params: ZSTD, chunkSize: 1 << 20 });
   pipeline(pack as unknown as Readable, zstd, out).then(
     () => undefined,
     () => undefined,
@@ -135,7 +136,7 @@ export async function unpackBundle(
   onBytes?: (n: number) => void,
 ): Promise<Unpacked> {
   const extract = tar.extract();
-  const zstd = createZstdDecompress();
+  const zstd = createZstdDecompress({ chunkSize: 1 << 20 });
   // Not in the pipeline: a refused bundle's sender must still get an answer, so its stream is
   // drained rather than destroyed.
   input.pipe(zstd);
