@@ -206,6 +206,13 @@ const host = (over: Partial<ImportHost> = {}): ImportHost => ({
   ...over,
 });
 
+/** The new identity an import gives. */
+const identity = (name: string) => ({
+  name,
+  uuid: '99999999-2222-4333-8444-555555555555',
+  createdAt: '2026-02-02T00:00:00.000Z',
+});
+
 describe('bundle layout and replanning', () => {
   it('carries disks, the kernel and the folder media under the bundle folder, and puts them back', () => {
     const { spec, carried } = bundleLayout(base(), '/var/lib/phyllome/vms/src');
@@ -236,11 +243,7 @@ describe('bundle layout and replanning', () => {
 
   it('fits host parts to this host and says why; a new identity', () => {
     const { spec } = bundleLayout(base(), '/var/lib/phyllome/vms/src');
-    const id = {
-      name: 'moved',
-      uuid: '99999999-2222-4333-8444-555555555555',
-      createdAt: '2026-02-02T00:00:00.000Z',
-    };
+    const id = identity('moved');
     const r = replan(spec, host({ present: new Set() }), id);
     expect(r.spec.name).toBe('moved');
     expect(r.spec.uuid).toBe(id.uuid);
@@ -269,11 +272,7 @@ describe('bundle layout and replanning', () => {
 
   it('falls back to 2D without the GL devices, and to software rendering without a GPU', () => {
     const { spec } = bundleLayout(base(), '/x');
-    const id = {
-      name: 'm',
-      uuid: '99999999-2222-4333-8444-555555555555',
-      createdAt: '2026-02-02T00:00:00.000Z',
-    };
+    const id = identity('m');
     expect(replan(spec, host({ gl: false }), id).spec.graphics).toEqual({ device: 'virtio-vga' });
     const soft = replan(spec, host({ renderNodes: [] }), id);
     expect(soft.spec.graphics.renderNode).toBe('/dev/null');
@@ -282,11 +281,7 @@ describe('bundle layout and replanning', () => {
 
   it('keeps what this host has', () => {
     const spec = base({ firmware: { type: 'bios' }, nics: [], graphics: { device: 'none' }, cdroms: [] });
-    const id = {
-      name: 'm',
-      uuid: '99999999-2222-4333-8444-555555555555',
-      createdAt: '2026-02-02T00:00:00.000Z',
-    };
+    const id = identity('m');
     expect(replan(spec, host(), id).changes).toEqual([]);
   });
 });
