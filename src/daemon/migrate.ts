@@ -42,7 +42,7 @@ const TLS_ID = 'mig-tls';
 const nbdNode = (disk: string) => `mig-${disk}`;
 
 const PEER_TIMEOUT_MS = 120_000;
-/** How long the destination waits for the last of the stream once the source says it is sent. */
+/** How long the last of the stream may take to land once sent (the destination's RAM, the mirrors' last writes). */
 const ARRIVAL_TIMEOUT_MS = 30_000;
 const POLL_MS = 200;
 
@@ -87,7 +87,7 @@ function freePort(host: string): Promise<number> {
 
 /**
  * A TLS (PSK) credentials object in QEMU. The key file lives in a 0700 folder of the VM's runtime
- * folder: a client reads it at once, a server at each handshake, so `done` removes it when no more come.
+ * folder: a client reads it at once, a server at each handshake; the function returned removes it.
  */
 async function addTls(qmp: QmpClient, dir: string, psk: string, endpoint: 'server' | 'client') {
   await mkdir(dir, { mode: 0o700 });
@@ -153,7 +153,7 @@ export class Migrations {
     private readonly log: Logger,
   ) {}
 
-  /** Destination: make the VM and start receiving; answers once QEMU listens. `host`: where to listen. */
+  /** Destination: make the VM and start receiving; answers once QEMU listens on `address`. */
   async receive(req: IncomingRequest, address: string): Promise<IncomingReply> {
     const host = address.replace(/^::ffff:/, '');
     const source = parseSpec(req.spec);
@@ -301,11 +301,14 @@ export class Migrations {
       const ids = images.map((img) => img.node);
       const nodes: string[] = [];
       let tlsSet = false;
-      // A failed mirror leaves the job list at once: its error comes only in its event.
+      // A failed mirror leaves the job list at once: its error comes only in its event. Until the
+      // mirrors are cancelled on purpose, any end is a failure: that disk is no longer in step.
       let mirrorError: string | undefined;
+      let cancelled = false;
       const onEvent = (e: QmpEvent) => {
         if (e.event === 'BLOCK_JOB_COMPLETED' && nodes.includes(String(e.data?.device))) {
-          mirrorError ??= typeof e.data?.error === 'string' ? e.data.error : 'it ended early';
+          const error = typeof e.data?.error === 'string' ? e.data.error : undefined;
+          if (error || !cancelled) mirrorError ??= error ?? 'it ended early';
         }
       };
       qmp.on('event', onEvent);
@@ -365,8 +368,14 @@ export class Migrations {
           progress(migrationPercent('ram', done, total)),
         );
         // The source is paused now: a ready mirror cancelled completes cleanly, the copies identical.
+        cancelled = true;
         for (const node of nodes) await qmp.execute('block-job-cancel', { device: node });
-        while ((await jobsOf(qmp, nodes)).length) await sleep(POLL_MS / 4);
+        const deadline = Date.now() + ARRIVAL_TIMEOUT_MS;
+        while ((await jobsOf(qmp, nodes)).length) {
+          if (Date.now() > deadline) throw new Error('the disk mirrors did not complete');
+          await sleep(POLL_MS / 4);
+        }
+        if (mirrorError) throw new Error(`a disk mirror failed: ${mirrorError}`);
         there = await callDaemon<VmInfo>(peer, 'POST', `${url}/finish`, { run: !paused }, PEER_TIMEOUT_MS);
       } catch (e) {
         await this.rollBack(qmp, nodes, tlsSet, paused);
