@@ -44,6 +44,8 @@ const nbdNode = (disk: string) => `mig-${disk}`;
 const PEER_TIMEOUT_MS = 120_000;
 /** How long the last of the stream may take to land once sent (the destination's RAM, the mirrors' last writes). */
 const ARRIVAL_TIMEOUT_MS = 30_000;
+/** How long a destination whose stream has arrived waits for the source's word before it gives up. */
+const CONFIRM_TIMEOUT_MS = 60_000;
 const POLL_MS = 200;
 
 /** `host:port` as QEMU's URIs take it: an IPv6 host in brackets. */
@@ -90,6 +92,8 @@ function freePort(host: string): Promise<number> {
  * folder: a client reads it at once, a server at each handshake; the function returned removes it.
  */
 async function addTls(qmp: QmpClient, dir: string, psk: string, endpoint: 'server' | 'client') {
+  // One a daemon that died midway left is stale.
+  await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { mode: 0o700 });
   try {
     await writeFile(path.join(dir, 'keys.psk'), pskFile(psk), { mode: 0o600, flag: 'wx' });
@@ -132,6 +136,7 @@ async function jobsOf(qmp: QmpClient, ids: string[]): Promise<BlockJob[]> {
 }
 
 interface Incoming {
+  uuid: string;
   decide: (run: boolean) => void;
   abort: (why: Error) => void;
   done: Promise<VmInfo>;
@@ -158,7 +163,13 @@ export class Migrations {
     const host = address.replace(/^::ffff:/, '');
     const source = parseSpec(req.spec);
     const { name } = source;
-    if (this.incoming.has(name)) throw conflict(`"${name}" is already arriving here`);
+    const earlier = this.incoming.get(name);
+    if (earlier) {
+      // The same VM again: its source gave up on the earlier attempt (a daemon that died, say).
+      if (earlier.uuid !== source.uuid) throw conflict(`another VM named "${name}" is arriving here`);
+      earlier.abort(new UserError('superseded by a new migration of the same VM'));
+      await earlier.done.catch(ignore);
+    }
     if (!/^[0-9a-f]{64}$/.test(req.psk)) throw new UserError('psk: 32 bytes in hex expected');
     const problems = migrationProblems(source, vmDir(this.manager.layout, name), 0);
     if (problems.length) throw new UserError(problems.join('; '));
@@ -184,6 +195,20 @@ export class Migrations {
     const session = async (qmp: QmpClient) => {
       const exited = () => decision.reject(new Error('QEMU exited during the incoming migration'));
       qmp.once('close', exited);
+      // A stream that failed will not be finished; one that arrived is finished at once, unless the
+      // source died on the way: then no one would, and the VM is removed after a while.
+      let unconfirmed: NodeJS.Timeout | undefined;
+      const onStream = (e: QmpEvent) => {
+        if (e.event !== 'MIGRATION') return;
+        if (e.data?.status === 'failed') decision.reject(new Error('the migration stream failed'));
+        if (e.data?.status === 'completed') {
+          unconfirmed = setTimeout(
+            () => decision.reject(new Error('the source never confirmed the migration')),
+            CONFIRM_TIMEOUT_MS,
+          );
+        }
+      };
+      qmp.on('event', onStream);
       const removeKey = await addTls(
         qmp,
         path.join(runtimeFiles(this.manager.layout, name).dir, 'migration-tls'),
@@ -219,13 +244,15 @@ export class Migrations {
         await rm(path.join(vmDir(this.manager.layout, name), INCOMING_MARKER));
         return { run };
       } finally {
+        clearTimeout(unconfirmed);
+        qmp.off('event', onStream);
         qmp.off('close', exited);
         await removeKey();
       }
     };
 
     const done = this.manager.migrateIn(spec, prepare, session);
-    this.incoming.set(name, { decide: decision.resolve, abort: decision.reject, done });
+    this.incoming.set(name, { uuid: spec.uuid, decide: decision.resolve, abort: decision.reject, done });
     done.then(
       () => this.log.info({ vm: name }, 'migration in: the VM runs here'),
       (e: Error) => {
@@ -300,7 +327,6 @@ export class Migrations {
       });
       const ids = images.map((img) => img.node);
       const nodes: string[] = [];
-      let tlsSet = false;
       // A failed mirror leaves the job list at once: its error comes only in its event. Until the
       // mirrors are cancelled on purpose, any end is a failure: that disk is no longer in step.
       let mirrorError: string | undefined;
@@ -314,13 +340,14 @@ export class Migrations {
       qmp.on('event', onEvent);
       let there: VmInfo;
       try {
+        // What an earlier attempt left in this QEMU (its daemon died midway) goes first.
+        await this.undo(qmp, ids.map(nbdNode), paused);
         const removeKey = await addTls(
           qmp,
           path.join(runtimeFiles(this.manager.layout, name).dir, 'migration-tls'),
           psk,
           'client',
         );
-        tlsSet = true;
         // A client reads its key when made.
         await removeKey();
         for (const id of ids) {
@@ -378,7 +405,7 @@ export class Migrations {
         if (mirrorError) throw new Error(`a disk mirror failed: ${mirrorError}`);
         there = await callDaemon<VmInfo>(peer, 'POST', `${url}/finish`, { run: !paused }, PEER_TIMEOUT_MS);
       } catch (e) {
-        await this.rollBack(qmp, nodes, tlsSet, paused);
+        await this.undo(qmp, ids.map(nbdNode), paused);
         await callDaemon(peer, 'DELETE', url, undefined, PEER_TIMEOUT_MS).catch((why: Error) =>
           this.log.warn({ vm: name, err: why.message }, 'cannot tell the destination to abort'),
         );
@@ -396,7 +423,7 @@ export class Migrations {
   }
 
   /** Source: undo a migration in any phase, so the VM runs on here as before. */
-  private async rollBack(qmp: QmpClient, nodes: string[], tlsSet: boolean, paused: boolean): Promise<void> {
+  private async undo(qmp: QmpClient, nodes: string[], paused: boolean): Promise<void> {
     await qmp.execute('migrate-cancel').catch(ignore);
     // Cancelling takes a moment; QEMU resumes the vCPUs itself if it had paused them.
     const settled = Date.now() + 10_000;
@@ -410,10 +437,8 @@ export class Migrations {
     const deadline = Date.now() + 10_000;
     while ((await jobsOf(qmp, nodes).catch(() => [])).length && Date.now() < deadline) await sleep(POLL_MS);
     for (const node of nodes) await qmp.execute('blockdev-del', { 'node-name': node }).catch(ignore);
-    if (tlsSet) {
-      await qmp.execute('migrate-set-parameters', { 'tls-creds': '' }).catch(ignore);
-      await qmp.execute('object-del', { id: TLS_ID }).catch(ignore);
-    }
+    await qmp.execute('migrate-set-parameters', { 'tls-creds': '' }).catch(ignore);
+    await qmp.execute('object-del', { id: TLS_ID }).catch(ignore);
     // A migration that got as far as its last pass has paused the vCPUs.
     const status = await qmp.execute<{ running: boolean }>('query-status').catch(() => undefined);
     if (!paused && status && !status.running) await qmp.execute('cont').catch(ignore);

@@ -8,7 +8,9 @@ import {
   bootArgs,
   cli,
   createGuest,
+  daemonPid,
   destroyHome,
+  findProcesses,
   inGuest,
   json,
   makeHome,
@@ -318,5 +320,32 @@ describe('live migration between two daemons', () => {
     expect((await json<Vm>(dst, ['status', 'idle'])).state).toBe('paused');
     await ok(dst, ['resume', 'idle']);
     expect(await inGuest(dst, 'idle', 'echo $((6*7))')).toBe('42');
+  });
+
+  it('finishes with a second try when the source daemon dies midway', async () => {
+    const { c, uuid, pid, running } = await slowMigration('phoenix');
+    // The source daemon dies; its QEMU runs on, the guest with it, mirroring into the void.
+    process.kill((await daemonPid(src))!, 'SIGKILL');
+    expect((await running).code).not.toBe(0);
+    expect(alive(pid)).toBe(true);
+    const before = ticks(await serialLog(src, 'phoenix')).at(-1)!;
+
+    // A new daemon adopts the VM; migrating again clears what the first try left on both sides.
+    const r = await migrate('phoenix');
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(await json<Vm[]>(src, ['list'])).toEqual([]);
+    expect(alive(pid)).toBe(false);
+    expect(await json<Vm>(dst, ['status', 'phoenix'])).toMatchObject({ state: 'running', uuid });
+    await waitFor(
+      'the counter at the destination',
+      async () => (ticks(await serialLog(dst, 'phoenix')).at(-1) ?? 0) > before || undefined,
+    );
+    expect(await serialLog(dst, 'phoenix')).not.toContain(READY);
+    // Only the second try's QEMU runs there.
+    expect(
+      await findProcesses((argv) => argv.includes(uuid) && argv.some((a) => a.includes(dst.run))),
+    ).toHaveLength(1);
+    c.child.kill();
   });
 });
