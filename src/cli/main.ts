@@ -3,6 +3,7 @@ import { Command, CommanderError, Option } from 'commander';
 import type { VmInfo } from '../daemon/vms.js';
 import { VERSION } from '../version.js';
 import { ApiError, Client } from './client.js';
+import { DEFAULT_UI_PORT } from '../daemon/ui-auth.js';
 import { nicsFor, parseNet, type NetArg } from './net-args.js';
 import { formatForward, parseForward } from '../net/wiring.js';
 import type { ForwardSpec } from '../spec/schema.js';
@@ -966,15 +967,27 @@ host
   });
 
 program
+  .command('ui')
+  .description('print a one-time URL that logs a browser into the web UI (valid 5 minutes, once)')
+  .addOption(jsonOption)
+  .action(async (o: { json?: boolean }) => {
+    const login = await client.call<{ url: string; expiresAt: string }>('POST', '/v1/ui/login-code');
+    await print(o.json, login, () => `Open ${login.url}\n(one login, until ${login.expiresAt})`);
+  });
+
+program
   .command('daemon')
   .description('run phyllomed in the foreground (for systemd)')
-  .option('--listen <host:port>', 'also serve the API on a loopback TCP address, with a bearer token')
+  .option(
+    '--listen [host:port]',
+    `also serve the API and the web UI on a loopback TCP address (alone: 127.0.0.1:${DEFAULT_UI_PORT})`,
+  )
   .option('--token-file <file>', 'the bearer token file for --listen (made if missing)')
-  .action(async (o: { listen?: string; tokenFile?: string }) => {
+  .action(async (o: { listen?: string | true; tokenFile?: string }) => {
     // The daemon bundle sits beside this one in dist/ (see scripts/build.mjs).
     const daemonBundle = './phyllomed.mjs';
     const { runDaemon } = (await import(daemonBundle)) as typeof import('../daemon/entry.js');
-    await runDaemon(o);
+    await runDaemon({ ...o, listen: o.listen === true ? `127.0.0.1:${DEFAULT_UI_PORT}` : o.listen });
   });
 
 try {

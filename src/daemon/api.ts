@@ -38,6 +38,8 @@ import { readStorage } from '../host/storage.js';
 import { planGraphics, planSeats } from '../guest/graphics-plan.js';
 import { Migrations } from './migrate.js';
 import { parseLoopbackAddress } from './migrate-plan.js';
+import { tcpRefusal, UiSessions, type TcpListener } from './ui-auth.js';
+import { registerUi } from './ui.js';
 
 const errorBody = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
 
@@ -147,6 +149,10 @@ export interface ApiDeps {
   logger: Logger;
   /** Bearer token required on TCP connections; Unix socket peers are trusted by file mode. */
   token?: string;
+  /** The loopback TCP listener, if any: browsers log in there (ui-auth.ts). */
+  listener?: TcpListener;
+  /** The built web UI, served on the TCP listener. */
+  webRoot?: string;
 }
 
 /** A thin layer that only translates HTTP requests into VmManager calls, like Firecracker's API. */
@@ -165,14 +171,23 @@ export async function buildApi(deps: ApiDeps) {
   });
   await app.register(fastifyWebsocket);
 
+  const sessions = new UiSessions();
   app.addHook('onRequest', async (request, reply) => {
     const overTcp = request.raw.socket.remoteAddress !== undefined;
-    if (overTcp && request.headers.authorization !== `Bearer ${deps.token}`) {
-      await reply
-        .code(401)
-        .send({ error: { code: 'unauthorized', message: 'missing or wrong bearer token' } });
+    const refusal =
+      overTcp &&
+      tcpRefusal(
+        { method: request.method, headers: request.headers, public: !!request.routeOptions.config?.public },
+        // A TCP request with no listener known cannot be told from a forged one: refused.
+        deps.listener ?? { host: '', port: 0 },
+        deps.token,
+        sessions,
+      );
+    if (refusal) {
+      await reply.code(refusal.status).send({ error: { code: refusal.code, message: refusal.message } });
     }
   });
+  registerUi(app, { sessions, listener: deps.listener, webRoot: deps.webRoot });
 
   app.setErrorHandler(async (error, _request, reply) => {
     if (hasZodFastifySchemaValidationErrors(error)) {

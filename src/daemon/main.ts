@@ -4,6 +4,7 @@ import type { Server } from 'node:http';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pino, { type Logger } from 'pino';
 import { Keystore } from '../storage/keystore.js';
 import { decideAccel } from '../host/accel.js';
@@ -98,6 +99,7 @@ export async function runDaemon(options: DaemonOptions = {}): Promise<void> {
 
   let token: string | undefined;
   if (options.listen) token = await loadToken(options.tokenFile ?? path.join(layout.home, 'api-token'));
+  const listener = options.listen ? parseLoopbackAddress(options.listen, '--listen') : undefined;
   const planner = new GuestPlanner(qemu, accel);
   const app = await buildApi({
     manager,
@@ -107,6 +109,9 @@ export async function runDaemon(options: DaemonOptions = {}): Promise<void> {
     accel,
     logger,
     ...(token ? { token } : {}),
+    listener,
+    // The web UI's build sits beside the daemon bundle (scripts/build.mjs).
+    webRoot: fileURLToPath(new URL('./web/', import.meta.url)),
   });
 
   await rm(socketPath, { force: true });
@@ -115,8 +120,8 @@ export async function runDaemon(options: DaemonOptions = {}): Promise<void> {
   logger.info({ socket: socketPath, home: layout.home }, 'phyllomed ready');
 
   let tcp: Server | undefined;
-  if (options.listen) {
-    const { host, port } = parseLoopbackAddress(options.listen, '--listen');
+  if (listener) {
+    const { host, port } = listener;
     // One Fastify instance serves both listeners: TCP requests go through the same routes and hooks.
     tcp = http.createServer((req, res) => app.routing(req, res));
     tcp.on('upgrade', (req, socket, head) => app.server.emit('upgrade', req, socket, head));
@@ -124,7 +129,10 @@ export async function runDaemon(options: DaemonOptions = {}): Promise<void> {
       tcp!.once('error', reject);
       tcp!.listen(port, host, resolve);
     });
-    logger.info({ listen: options.listen }, 'also listening on loopback TCP (bearer token required)');
+    logger.info(
+      { listen: options.listen },
+      'also listening on loopback TCP (bearer token or browser login required)',
+    );
   }
 
   const shutdown = async (signal: string) => {

@@ -1,0 +1,207 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import http from 'node:http';
+import net from 'node:net';
+import path from 'node:path';
+import WebSocket from 'ws';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cli, destroyHome, json, makeHome, root, waitFor, type TestHome } from './helpers.js';
+
+let h: TestHome;
+let daemon: ChildProcess;
+let port: number;
+let own: string;
+
+/** A loopback port nothing listens on now. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+interface Answer {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+
+/** Plain node:http, so Host and Origin are exactly what the test says (fetch would set its own). */
+function send(
+  method: string,
+  url: string,
+  headers: Record<string, string> = {},
+  body?: unknown,
+): Promise<Answer> {
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      {
+        host: '127.0.0.1',
+        port,
+        method,
+        path: url,
+        timeout: 10_000,
+        headers: {
+          host: `127.0.0.1:${port}`,
+          ...(payload ? { 'content-type': 'application/json' } : {}),
+          ...headers,
+        },
+      },
+      (res) => {
+        let data = '';
+        res.setEncoding('utf8').on('data', (d: string) => (data += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: data }));
+      },
+    );
+    req.on('error', reject).on('timeout', () => req.destroy(new Error('no answer')));
+    req.end(payload);
+  });
+}
+
+/** What `phyllome ui` prints, and the code in its URL's fragment. */
+async function loginCode(): Promise<{ url: string; code: string }> {
+  const { url } = await json<{ url: string }>(h, ['ui']);
+  return { url, code: new URL(url).hash.slice(1) };
+}
+
+/** Logs in as a browser would; the session cookie ("name=value"). */
+async function login(): Promise<string> {
+  const res = await send('POST', '/v1/ui/login', { origin: own }, { code: (await loginCode()).code });
+  expect(res.status).toBe(200);
+  return String(res.headers['set-cookie']).split(';')[0]!;
+}
+
+/** How a WebSocket handshake ends: 'open', or the HTTP status it was refused with. */
+function handshake(url: string, headers: Record<string, string>): Promise<'open' | number> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}${url}`, { headers });
+    ws.once('open', () => {
+      ws.close();
+      resolve('open');
+    });
+    ws.once('unexpected-response', (_req, res) => {
+      ws.terminate();
+      resolve(res.statusCode ?? 0);
+    });
+    ws.once('error', reject);
+  });
+}
+
+beforeAll(async () => {
+  h = await makeHome();
+  port = await freePort();
+  own = `http://127.0.0.1:${port}`;
+  daemon = spawn(
+    process.execPath,
+    [path.join(root, 'dist/phyllome.mjs'), 'daemon', '--listen', `127.0.0.1:${port}`],
+    { env: h.env, stdio: 'ignore' },
+  );
+  await waitFor(
+    'the TCP listener',
+    () =>
+      send('GET', '/v1/vms').then(
+        () => true,
+        () => undefined,
+      ),
+    20_000,
+  );
+});
+afterAll(async () => {
+  daemon.kill('SIGKILL');
+  await destroyHome(h);
+});
+
+describe('the web UI login and the API over loopback TCP', () => {
+  it('answers 401 without the token or a login', async () => {
+    const res = await send('GET', '/v1/vms');
+    expect(res.status).toBe(401);
+    expect(JSON.parse(res.body).error.message).toMatch(/phyllome ui/);
+    expect((await send('GET', '/v1/vms', { cookie: `phyllome-session-${port}=forged` })).status).toBe(401);
+    expect((await send('POST', '/v1/ui/login-code')).status).toBe(401);
+  });
+
+  it('prints a one-time login URL on this listener, and trades its code for a session cookie once', async () => {
+    const { url, code } = await loginCode();
+    expect(url).toBe(`http://127.0.0.1:${port}/login#${code}`);
+    const first = await send('POST', '/v1/ui/login', { origin: own }, { code });
+    expect(first.status).toBe(200);
+    const cookie = String(first.headers['set-cookie']);
+    expect(cookie).toMatch(new RegExp(`^phyllome-session-${port}=[\\w-]{40,};`));
+    expect(cookie).toMatch(/; HttpOnly/);
+    expect(cookie).toMatch(/; SameSite=Strict/);
+    const again = await send('POST', '/v1/ui/login', { origin: own }, { code });
+    expect(again.status).toBe(401);
+    expect(JSON.parse(again.body).error.code).toBe('bad-login-code');
+    expect((await send('POST', '/v1/ui/login', { origin: own }, { code: 'made-up' })).status).toBe(401);
+  });
+
+  it('lets the session cookie read, and change things only with its own Origin', async () => {
+    const cookie = await login();
+    expect((await send('GET', '/v1/vms', { cookie })).status).toBe(200);
+    // Past the checks, the API answers for itself: there is no such VM.
+    expect((await send('POST', '/v1/vms/nope/start', { cookie, origin: own }, {})).status).toBe(404);
+    const noOrigin = await send('POST', '/v1/vms/nope/start', { cookie });
+    expect(noOrigin.status).toBe(403);
+    expect(JSON.parse(noOrigin.body).error.code).toBe('bad-origin');
+    // Logging out ends the session at once.
+    expect((await send('POST', '/v1/ui/logout', { cookie, origin: own })).status).toBe(204);
+    expect((await send('GET', '/v1/vms', { cookie })).status).toBe(401);
+  });
+
+  it('refuses a foreign Origin with 403, another port of 127.0.0.1 included', async () => {
+    const cookie = await login();
+    const token = {
+      authorization: `Bearer ${(await readFile(path.join(h.home, 'api-token'), 'utf8')).trim()}`,
+    };
+    for (const origin of ['http://evil.example', `http://127.0.0.1:${port + 1}`, 'null']) {
+      const res = await send('POST', '/v1/vms/nope/start', { cookie, origin });
+      expect(res.status, origin).toBe(403);
+      expect(JSON.parse(res.body).error.code).toBe('bad-origin');
+      expect((await send('GET', '/v1/vms', { cookie, origin })).status, origin).toBe(403);
+      expect((await send('GET', '/v1/vms', { ...token, origin })).status, origin).toBe(403);
+    }
+    // A login from another page is refused too (login CSRF).
+    const { code } = await loginCode();
+    expect((await send('POST', '/v1/ui/login', { origin: 'http://evil.example' }, { code })).status).toBe(
+      403,
+    );
+  });
+
+  it('refuses a Host that is not this loopback listener with 403 (DNS rebinding)', async () => {
+    const cookie = await login();
+    for (const host of [`evil.example:${port}`, `127.0.0.1.nip.io:${port}`, `127.0.0.1:${port + 1}`]) {
+      const res = await send('GET', '/v1/vms', { cookie, host });
+      expect(res.status, host).toBe(403);
+      expect(JSON.parse(res.body).error.code).toBe('bad-host');
+    }
+    expect((await send('GET', '/v1/vms', { cookie, host: `localhost:${port}` })).status).toBe(200);
+    // The login exchange needs no login, but a rebound page cannot reach it either.
+    const { code } = await loginCode();
+    expect((await send('POST', '/v1/ui/login', { host: `evil.example:${port}` }, { code })).status).toBe(403);
+  });
+
+  it('authenticates WebSockets the same way', async () => {
+    const cookie = await login();
+    expect(await handshake('/v1/events', {})).toBe(401);
+    expect(await handshake('/v1/vms/any/console', {})).toBe(401);
+    expect(await handshake('/v1/events', { cookie })).toBe(403);
+    expect(await handshake('/v1/events', { cookie, origin: 'http://evil.example' })).toBe(403);
+    expect(await handshake('/v1/vms/any/console', { cookie, origin: 'http://evil.example' })).toBe(403);
+    expect(await handshake('/v1/events', { cookie, origin: own })).toBe('open');
+  });
+
+  it('says how to serve the UI when the daemon does not listen on TCP', async () => {
+    const plain = await makeHome();
+    try {
+      const r = await cli(plain, ['ui']);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/phyllome daemon --listen/);
+    } finally {
+      await destroyHome(plain);
+    }
+  });
+});
