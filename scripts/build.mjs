@@ -1,8 +1,10 @@
 // Two single-file bundles: the CLI (small, starts fast) and the daemon, which the CLI's `daemon`
 // command loads only when asked. Each reads one file at start-up, not a node_modules tree.
 // dist/phyllome.mjs is a two-line launcher that turns on V8's compile cache before loading the CLI.
+// dist/web is the web UI, static files the daemon serves.
 import { writeFile } from 'node:fs/promises';
 import { build } from 'esbuild';
+import { build as buildWeb } from 'vite';
 
 const common = {
   bundle: true,
@@ -29,6 +31,8 @@ await Promise.all([
     external: ['./phyllomed.mjs'],
   }),
   build({ ...common, entryPoints: ['src/daemon/entry.ts'], outfile: 'dist/phyllomed.mjs' }),
+  // The web UI: static files in dist/web, which the daemon serves (src/daemon/ui.ts).
+  buildWeb({ configFile: 'web/vite.config.ts', logLevel: 'warn' }),
 ]);
 await writeFile(
   'dist/phyllome.mjs',

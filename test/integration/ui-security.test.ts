@@ -194,6 +194,28 @@ describe('the web UI login and the API over loopback TCP', () => {
     expect(await handshake('/v1/events', { cookie, origin: own })).toBe('open');
   });
 
+  it('serves the web UI without a login, but only to its own Host, and nothing outside its folder', async () => {
+    const page = await send('GET', '/login');
+    expect(page.status).toBe(200);
+    expect(page.headers['content-type']).toMatch(/^text\/html/);
+    expect(page.headers['content-security-policy']).toMatch(/default-src 'self'/);
+    const script = /src="(\/assets\/[^"]+\.js)"/.exec(page.body)?.[1];
+    expect(script).toBeDefined();
+    const js = await send('GET', script!);
+    expect(js.status).toBe(200);
+    expect(js.headers['content-type']).toMatch(/^text\/javascript/);
+    expect(js.headers['cache-control']).toMatch(/immutable/);
+    expect((await send('GET', '/', { host: `evil.example:${port}` })).status).toBe(403);
+    for (const url of [
+      '/assets/..%2Findex.html',
+      '/assets/%2E%2E%2F%2E%2E%2Fphyllome.mjs',
+      '/assets/.hidden',
+    ]) {
+      expect((await send('GET', url)).status, url).toBe(404);
+    }
+    expect((await send('GET', '/elsewhere')).status).toBe(401);
+  });
+
   it('says how to serve the UI when the daemon does not listen on TCP', async () => {
     const plain = await makeHome();
     try {

@@ -1,0 +1,51 @@
+import { Masthead, MastheadBrand, MastheadMain, Page, PageSection, Title } from '@patternfly/react-core';
+import { useEffect, useState } from 'react';
+import { call } from './api.js';
+import { VmList } from './VmList.js';
+import { LoginProblem } from './LoginProblem.js';
+
+type Login = 'pending' | 'ok' | { problem: string };
+
+/**
+ * /login#CODE (what `phyllome ui` prints) trades the code for a session cookie once, then shows the
+ * VMs at /. The code leaves the address bar at once, so a reload or a shared screen cannot reuse it.
+ */
+function useLogin(): Login {
+  const [login, setLogin] = useState<Login>(location.pathname === '/login' ? 'pending' : 'ok');
+  useEffect(() => {
+    if (location.pathname !== '/login') return;
+    const code = location.hash.slice(1);
+    history.replaceState(null, '', '/');
+    if (!code) {
+      setLogin({ problem: 'This login link has no code.' });
+      return;
+    }
+    call('POST', '/v1/ui/login', { code }).then(
+      () => setLogin('ok'),
+      (e: Error) => setLogin({ problem: e.message }),
+    );
+  }, []);
+  return login;
+}
+
+export function App() {
+  const login = useLogin();
+  const masthead = (
+    <Masthead>
+      <MastheadMain>
+        <MastheadBrand>
+          <Title headingLevel="h1" size="xl">
+            Phyllome
+          </Title>
+        </MastheadBrand>
+      </MastheadMain>
+    </Masthead>
+  );
+  return (
+    <Page masthead={masthead} isContentFilled>
+      <PageSection aria-label="Virtual machines">
+        {login === 'pending' ? null : login === 'ok' ? <VmList /> : <LoginProblem message={login.problem} />}
+      </PageSection>
+    </Page>
+  );
+}
