@@ -3,10 +3,12 @@ import { once } from 'node:events';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { PassThrough, type Readable } from 'node:stream';
+import { spawn } from 'node:child_process';
+import { Duplex, PassThrough, type Readable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 import { constants, createZstdCompress, createZstdDecompress } from 'node:zlib';
 import tar from 'tar-stream';
+import { findBinary } from '../qemu/process.js';
 import {
   MANIFEST_MEMBER,
   KEYS_MEMBER,
@@ -25,6 +27,8 @@ export type Source = { name: string; data: Buffer } | { name: string; file: () =
 export interface PackOptions {
   members: Source[];
   manifest: Omit<Manifest, 'members' | 'mac'>;
+  /** From zstdCompressor(). */
+  compressor: Duplex;
   macKey?: Buffer;
   /** Bytes of member data written so far, for progress. */
   onBytes?: (bytes: number) => void;
@@ -33,11 +37,25 @@ export interface PackOptions {
 }
 
 /**
- * zstd level 3 (zstd's default): disk images compress at about the speed they are read, encrypted
- * ones (incompressible) pass through at little cost. Not ZSTD_c_nbWorkers: Node 24's zstd stream
- * then ends before its workers' output arrives (an empty bundle, then a crash).
+ * zstd at its default level 3: disk images compress at about the speed they are read, encrypted ones
+ * (incompressible) pass through. The zstd program when installed, on every core (`-T0`): heavy work in
+ * a child, not in the daemon. Otherwise Node's own, on one core (its ZSTD_c_nbWorkers loses output
+ * in streaming mode); 1 MiB chunks, as Node's default 16 KiB costs a third more time in callbacks.
  */
-const ZSTD = { [constants.ZSTD_c_compressionLevel]: 3 };
+export async function zstdCompressor(envPath = process.env.PATH): Promise<Duplex> {
+  const binary = await findBinary('zstd', undefined, envPath);
+  if (!binary) {
+    return createZstdCompress({ params: { [constants.ZSTD_c_compressionLevel]: 3 }, chunkSize: 1 << 20 });
+  }
+  const child = spawn(binary, ['-q', '-3', '-T0', '-c'], { stdio: ['pipe', 'pipe', 'ignore'] });
+  const zstd = Duplex.from({ writable: child.stdin, readable: child.stdout });
+  child.once('exit', (code, signal) => {
+    if (code !== 0) zstd.destroy(new Error(`zstd failed (${code ?? signal})`));
+  });
+  // A bundle given up midway takes its compressor with it.
+  zstd.once('close', () => child.kill());
+  return zstd;
+}
 
 async function writeEntry(
   pack: tar.Pack,
@@ -65,9 +83,7 @@ async function writeEntry(
 export function packBundle(o: PackOptions): Readable {
   const pack = tar.pack();
   const out = new PassThrough();
-  // 1 MiB output chunks: Node's default 16 KiB costs a third more time in callbacks.
-  const zstd = createZstdCompress({ params: ZSTD, chunkSize: 1 << 20 });
-  pipeline(pack as unknown as Readable, zstd, out).then(
+  pipeline(pack as unknown as Readable, o.compressor, out).then(
     () => undefined,
     () => undefined,
   );

@@ -3,7 +3,7 @@ import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { BundleError, packBundle, unpackBundle, type Source } from '../bundle/archive.js';
+import { BundleError, packBundle, unpackBundle, zstdCompressor, type Source } from '../bundle/archive.js';
 import { bundleLayout } from '../bundle/layout.js';
 import {
   BUNDLE_FORMAT,
@@ -115,7 +115,9 @@ export async function exportBundle(r: ExportRequest): Promise<{ stream: Readable
         ? async () => {
             temp ??= await mkdtemp(path.join(tmpdir(), 'phyllome-export-'));
             const file = path.join(temp, c.member);
-            await copyImage({ file: c.source, format: c.disk!.format }, { file });
+            // An encrypted overlay stays encrypted, under the same key (its base's).
+            const key = c.disk!.encrypted ? r.keys.disk : undefined;
+            await copyImage({ file: c.source, format: c.disk!.format, key }, { file, key });
             return file;
           }
         : async () => c.source,
@@ -141,6 +143,7 @@ export async function exportBundle(r: ExportRequest): Promise<{ stream: Readable
   const done = new Promise<void>((resolve) => (finish = resolve));
   const stream = packBundle({
     members,
+    compressor: await zstdCompressor(),
     manifest: {
       format: BUNDLE_FORMAT,
       version: 1,

@@ -8,7 +8,7 @@ import { createWriteStream } from 'node:fs';
 import { constants, zstdCompressSync, zstdDecompressSync } from 'node:zlib';
 import tar from 'tar-stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BundleError, packBundle, unpackBundle } from '../../src/bundle/archive.js';
+import { BundleError, packBundle, unpackBundle, zstdCompressor } from '../../src/bundle/archive.js';
 import { BUNDLE_DIR, bundleLayout, unbundledPaths } from '../../src/bundle/layout.js';
 import { manifestProblems, memberProblem, type Manifest } from '../../src/bundle/manifest.js';
 import { replan, type ImportHost } from '../../src/bundle/replan.js';
@@ -27,7 +27,7 @@ const head = {
   createdAt: '2026-01-01T00:00:00Z',
 };
 
-async function makeBundle(macKey?: Buffer): Promise<string> {
+async function makeBundle(macKey?: Buffer, envPath?: string): Promise<string> {
   const disk = path.join(dir, 'src.img');
   await writeFile(disk, Buffer.concat([Buffer.alloc(3 << 20, 1), Buffer.from('MARKER')]));
   const out = path.join(dir, 'a.phyllome');
@@ -39,6 +39,7 @@ async function makeBundle(macKey?: Buffer): Promise<string> {
         { name: 'tpm/tpm2-00.permall', data: Buffer.from('tpm') },
       ],
       manifest: head,
+      compressor: await zstdCompressor(envPath),
       ...(macKey ? { macKey } : {}),
     }),
     createWriteStream(out),
@@ -89,6 +90,12 @@ describe('bundle archive', () => {
     expect(await readFile(path.join(u.to, 'tpm/tpm2-00.permall'), 'utf8')).toBe('tpm');
     // 3 MiB of one byte compresses to almost nothing.
     expect((await readFile(file)).length).toBeLessThan(4096);
+  });
+
+  it("reads what Node's own zstd wrote, where the zstd program is missing", async () => {
+    const u = await unpack(await makeBundle(undefined, ''));
+    expect(u.problems).toEqual([]);
+    expect((await readFile(path.join(u.to, 'disk0.qcow2'))).subarray(-6).toString()).toBe('MARKER');
   });
 
   it('finds a flipped byte in a member', async () => {
