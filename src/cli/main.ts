@@ -512,7 +512,10 @@ program
   .description('copy a stopped VM under a new name (new uuid and MACs; encrypted stays encrypted)')
   .argument('<source>')
   .argument('<name>', 'the new VM')
-  .option('--linked', 'share the disks read-only and keep only the differences (unencrypted VMs)')
+  .option(
+    '--linked',
+    'share the disks read-only and keep only the differences (an encrypted clone shares the key)',
+  )
   .addOption(jsonOption)
   .action(async (source: string, name: string, o: { linked?: boolean; json?: boolean }) => {
     const { withProgress } = await import('./progress.js');

@@ -1,7 +1,7 @@
 import { chmod, copyFile, cp, link, mkdir, rename } from 'node:fs/promises';
 import path from 'node:path';
-import { needsKey } from '../qemu/cmdline.js';
 import { diskId, randomMac, type VmSpec } from '../spec/schema.js';
+import { backingChain } from '../storage/format.js';
 import { copyImage, createOverlay } from '../storage/qemu-img.js';
 import { UserError } from './errors.js';
 import { unlessMissing } from './files.js';
@@ -16,7 +16,10 @@ export interface CloneRequest {
   basesDir: string;
   linked: boolean;
   srcKey?: string;
-  /** A full clone of an encrypted VM gets its own key. */
+  /**
+   * A full clone of an encrypted VM gets its own key; a linked one the source's (its bases stay
+   * encrypted under that key, so one secret opens base and overlay).
+   */
   dstKey?: string;
   onProgress?: (pct: number) => void;
 }
@@ -43,7 +46,7 @@ export function cloneSpec(r: CloneRequest, uuid: string, createdAt: string): VmS
             id: diskId(d, i),
             path: path.join(r.dstDir, `${diskId(d, i)}.qcow2`),
             format: 'qcow2' as const,
-            encrypted: d.encrypted && !r.linked,
+            encrypted: d.encrypted,
           },
     ),
     cdroms: r.src.cdroms.map((c) => (c.path ? { ...c, path: moved(c.path) } : c)),
@@ -54,11 +57,6 @@ export function cloneSpec(r: CloneRequest, uuid: string, createdAt: string): VmS
 /** Refusals that need no work: the reasons a clone cannot be made. */
 export async function checkClone(r: CloneRequest): Promise<void> {
   if (!r.linked) return;
-  if (needsKey(r.src)) {
-    throw new UserError(
-      `linked clones of a VM with encrypted disks are not supported yet: make a full clone (without --linked)`,
-    );
-  }
   if (r.src.disks.some((d) => !d.readOnly && d.format !== 'qcow2')) {
     throw new UserError('linked clones need qcow2 disks: convert the raw ones first, or make a full clone');
   }
@@ -86,10 +84,10 @@ export async function makeClone(r: CloneRequest, spec: VmSpec, staging: string):
       // overlay replaces its image by rename. Until then the source is untouched.
       await link(d.path, base);
       const overlay = `${d.path}.overlay`;
-      await createOverlay(base, overlay);
+      await createOverlay(base, overlay, d.encrypted ? r.srcKey : undefined);
       await rename(overlay, d.path);
       await chmod(base, 0o444);
-      await createOverlay(base, target);
+      await createOverlay(base, target, d.encrypted ? r.dstKey : undefined);
     } else {
       await copyImage(
         { file: d.path, ...(d.encrypted && r.srcKey ? { key: r.srcKey } : {}), format: d.format },
@@ -115,4 +113,15 @@ export async function makeClone(r: CloneRequest, spec: VmSpec, staging: string):
     await cp(path.join(r.srcDir, 'tpm'), path.join(staging, 'tpm'), { recursive: true }).catch(unlessMissing);
   }
   r.onProgress?.(100);
+}
+
+/**
+ * The bases under each encrypted disk that is an overlay (an encrypted linked clone's), by disk id,
+ * for the launch plan: QEMU needs each of them opened with the key.
+ */
+export async function encryptedBases(spec: VmSpec): Promise<Record<string, string[]>> {
+  const chains = await Promise.all(
+    spec.disks.map(async (d, i) => [diskId(d, i), d.encrypted ? await backingChain(d.path) : []] as const),
+  );
+  return Object.fromEntries(chains.filter(([, chain]) => chain.length));
 }

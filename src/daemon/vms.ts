@@ -47,7 +47,7 @@ import { replan, type Change } from '../bundle/replan.js';
 import { FirmwareError } from '../host/firmware.js';
 import { introspectQemu, type QemuFeatures } from '../host/qemu-features.js';
 import { SerialHub } from './serial.js';
-import { checkClone, cloneSpec, makeClone, type CloneRequest } from './clone.js';
+import { checkClone, cloneSpec, encryptedBases, makeClone, type CloneRequest } from './clone.js';
 import { vmNameProblem } from '../spec/names.js';
 import {
   createSnapshot,
@@ -614,6 +614,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
       caps: this.host.qemu.caps,
       nets,
       incoming,
+      backings: await encryptedBases(spec),
     });
     this.setState(vm, 'starting');
     if (key) await writeFile(files.key, key, { mode: 0o600, flag: 'wx' });
@@ -797,7 +798,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
   /**
    * Clones a stopped VM under a new name: a new uuid and MACs, its own copies of disks (or overlays on
    * a shared base with --linked), UEFI variables and TPM state. An encrypted source gives an encrypted
-   * clone with a key of its own. Progress goes out as events.
+   * clone with a key of its own (a copy of the source's when linked). Progress goes out as events.
    */
   clone(srcName: string, name: string, opts: { linked?: boolean } = {}): Promise<VmInfo> {
     return this.withLock(srcName, 'clone', () =>
@@ -821,7 +822,13 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
         await checkClone(req);
         const spec = cloneSpec(req, randomUUID(), new Date().toISOString());
         if (needsKey(src.spec)) req.srcKey = await this.keystore.keyFor(src.spec.uuid).catch(keystoreError);
-        if (needsKey(spec)) req.dstKey = await this.keystore.newKey(spec.uuid).catch(keystoreError);
+        // A linked clone's bases stay encrypted under the source's key: the clone gets a copy of it.
+        if (needsKey(spec) && req.linked) {
+          await this.keystore.copyKey(src.spec.uuid, spec.uuid).catch(keystoreError);
+          req.dstKey = req.srcKey;
+        } else if (needsKey(spec)) {
+          req.dstKey = await this.keystore.newKey(spec.uuid).catch(keystoreError);
+        }
         // The TPM is copied whole, so its state keeps its key.
         if (spec.tpmEncrypted) {
           await this.keystore.copyKey(tpmKeyId(src.spec.uuid), tpmKeyId(spec.uuid)).catch(keystoreError);

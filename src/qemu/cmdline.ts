@@ -41,6 +41,11 @@ export interface LaunchPlan {
   nets: NicWiring[];
   /** The guest's state arrives by live migration (migrate-incoming over QMP) instead of a boot. */
   incoming?: boolean;
+  /**
+   * The bases under encrypted disks that are overlays (an encrypted linked clone's), nearest first,
+   * by disk id: QEMU opens a base on its own only without a key, so each gets a node with the key.
+   */
+  backings?: Record<string, string[]>;
 }
 
 /** Blob resources (and so venus and native contexts) map guest RAM into the host renderer. */
@@ -240,12 +245,30 @@ const cdrom = (spec: VmSpec, cd: CdromSpec, index: number): string[] => [
   }),
 ];
 
-const disk = (spec: VmSpec, d: DiskSpec, index: number): string[] => {
+/**
+ * An encrypted overlay's bases, deepest first, each read-only with the VM's key (a linked clone shares
+ * its source's key): `node-base1` is the overlay's backing, `node-base2` that one's, and so on.
+ */
+const bases = (node: string, chain: string[]): string[] =>
+  chain
+    .map((file, n) => {
+      const below = n + 1 < chain.length ? { backing: `${node}-base${n + 2}` } : {};
+      return blockdev(`${node}-base${n + 1}`, file, 'qcow2', true, { ...luks, ...below });
+    })
+    .reverse()
+    .flat();
+
+const disk = ({ spec, backings }: LaunchPlan, d: DiskSpec, index: number): string[] => {
   const bootindex = spec.cdroms.length + index + 1;
   const ata = spec.disks.slice(0, index).filter((x) => x.bus !== 'virtio').length;
   const node = diskId(d, index);
+  const chain = d.encrypted ? (backings?.[node] ?? []) : [];
   return [
-    ...blockdev(node, d.path, d.format, d.readOnly, d.encrypted ? luks : {}),
+    ...bases(node, chain),
+    ...blockdev(node, d.path, d.format, d.readOnly, {
+      ...(d.encrypted ? luks : {}),
+      ...(chain.length ? { backing: `${node}-base1` } : {}),
+    }),
     '-device',
     d.bus === 'virtio'
       ? opts('virtio-blk-pci', { drive: node, id: `${node}-dev`, bootindex })
@@ -273,9 +296,9 @@ const hotplug = ({ spec }: LaunchPlan): string[] =>
 const secrets = ({ spec, files }: LaunchPlan): string[] =>
   needsKey(spec) ? ['-object', opts('secret', { id: KEY_SECRET, file: files.key, format: 'raw' })] : [];
 
-const storage = ({ spec }: LaunchPlan): string[] => [
-  ...spec.cdroms.flatMap((cd, i) => cdrom(spec, cd, i)),
-  ...spec.disks.flatMap((d, i) => disk(spec, d, i)),
+const storage = (plan: LaunchPlan): string[] => [
+  ...plan.spec.cdroms.flatMap((cd, i) => cdrom(plan.spec, cd, i)),
+  ...plan.spec.disks.flatMap((d, i) => disk(plan, d, i)),
 ];
 
 /** The host side of a NIC: user-values (paths, interface names) go through opts(); hostfwd rules are ours. */

@@ -1,4 +1,5 @@
 import { open } from 'node:fs/promises';
+import path from 'node:path';
 
 const QCOW2_MAGIC = Buffer.from('QFI\xfb', 'latin1');
 
@@ -64,4 +65,34 @@ export async function readImageFacts(
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * The backing files under a qcow2 image, nearest first, from the headers (backing file name at the
+ * offset and length in bytes 8 and 16), relative names resolved as QEMU does (from the image's
+ * folder). A file that is not qcow2 ends the chain.
+ */
+export async function backingChain(file: string): Promise<string[]> {
+  const chain: string[] = [];
+  for (let current = file; chain.length < 16;) {
+    const handle = await open(current, 'r');
+    let next: string | undefined;
+    try {
+      const head = Buffer.alloc(20);
+      const { bytesRead } = await handle.read(head, 0, 20, 0);
+      if (bytesRead < 20 || !head.subarray(0, 4).equals(QCOW2_MAGIC)) return chain;
+      const offset = Number(head.readBigUInt64BE(8));
+      if (offset) {
+        const name = Buffer.alloc(head.readUInt32BE(16));
+        await handle.read(name, 0, name.length, offset);
+        next = path.resolve(path.dirname(current), name.toString());
+      }
+    } finally {
+      await handle.close();
+    }
+    if (!next) return chain;
+    chain.push(next);
+    current = next;
+  }
+  throw new Error(`${file}: its chain of backing files is longer than 16 (a loop?)`);
 }

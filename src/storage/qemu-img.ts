@@ -3,6 +3,7 @@ import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { opts } from '../qemu/opts.js';
+import { backingChain } from './format.js';
 
 export class QemuImgError extends Error {}
 
@@ -92,25 +93,31 @@ function runOnce(args: string[], onProgress?: (pct: number) => void): Promise<st
 const secret = (id: string, file: string) => ['--object', opts('secret', { id, file, format: 'raw' })];
 
 /**
- * How qemu-img opens an image: `--image-opts` naming its key's secret when encrypted. `snapshot` takes
- * no `-f` (it probes), the other verbs do.
+ * How qemu-img opens an image: `--image-opts` naming its key's secret when encrypted, for the image
+ * and for each base under it (`backing.`, `backing.backing.`, …): an encrypted linked clone's bases
+ * are encrypted with the same key. `snapshot` takes no `-f` (it probes), the other verbs do.
  */
-const open = (img: Image, secretId: string, format = true): string[] =>
-  img.key
-    ? [
-        '--image-opts',
-        opts(undefined, { driver: 'qcow2', 'file.filename': img.file, 'encrypt.key-secret': secretId }),
-      ]
-    : [...(format ? ['-f', img.format ?? 'qcow2'] : []), img.file];
+async function open(img: Image, secretId: string, format = true): Promise<string[]> {
+  if (!img.key) return [...(format ? ['-f', img.format ?? 'qcow2'] : []), img.file];
+  const levels = (await backingChain(img.file)).length;
+  const keys = Array.from({ length: levels + 1 }, (_, n) => [
+    `${'backing.'.repeat(n)}encrypt.key-secret`,
+    secretId,
+  ]);
+  return [
+    '--image-opts',
+    opts(undefined, { driver: 'qcow2', 'file.filename': img.file, ...Object.fromEntries(keys) }),
+  ];
+}
 
 /** A verb on one image: `verb [secret] [before…] IMAGE [after…]`. */
 const onImage = (verb: string, img: Image, before: string[] = [], after: string[] = []) =>
-  withKeyFiles(img.key ? [img.key] : [], ([keyFile]) =>
+  withKeyFiles(img.key ? [img.key] : [], async ([keyFile]) =>
     run([
       verb,
       ...(keyFile ? secret('sec0', keyFile) : []),
       ...before,
-      ...open(img, 'sec0', verb !== 'snapshot'),
+      ...(await open(img, 'sec0', verb !== 'snapshot')),
       ...after,
     ]),
   );
@@ -127,9 +134,9 @@ const luks = (secretId: string) => ({
   'encrypt.hash-alg': 'sha512',
 });
 
-/** A sparse qcow2 image (only written clusters take space), LUKS-encrypted when given a key. */
-export const createQcow2 = (img: Image, bytes: number): Promise<unknown> =>
-  withKeyFiles(img.key ? [img.key] : [], ([keyFile]) =>
+/** `qemu-img create` of a qcow2 image, LUKS-encrypted when given a key; `rest` ends with the file. */
+const create = (key: string | undefined, rest: string[]) =>
+  withKeyFiles(key ? [key] : [], ([keyFile]) =>
     run([
       'create',
       '-q',
@@ -137,10 +144,13 @@ export const createQcow2 = (img: Image, bytes: number): Promise<unknown> =>
       '-f',
       'qcow2',
       ...(keyFile ? ['-o', opts(undefined, luks('sec0'))] : []),
-      img.file,
-      String(bytes),
+      ...rest,
     ]),
   );
+
+/** A sparse qcow2 image (only written clusters take space), LUKS-encrypted when given a key. */
+export const createQcow2 = (img: Image, bytes: number): Promise<unknown> =>
+  create(img.key, [img.file, String(bytes)]);
 
 export const resizeImage = (img: Image, bytes: number): Promise<unknown> =>
   onImage('resize', img, ['-q'], [String(bytes)]);
@@ -203,7 +213,7 @@ export async function checkImage(img: Image): Promise<boolean> {
 export const copyImage = (from: Image, to: Image, onProgress?: (pct: number) => void): Promise<unknown> =>
   withKeyFiles(
     [from.key, to.key].filter((k): k is string => !!k),
-    (files) => {
+    async (files) => {
       const fromFile = from.key ? files[0] : undefined;
       const toFile = to.key ? files[from.key ? 1 : 0] : undefined;
       return run(
@@ -212,7 +222,7 @@ export const copyImage = (from: Image, to: Image, onProgress?: (pct: number) => 
           '-p',
           ...(fromFile ? secret('src', fromFile) : []),
           ...(toFile ? secret('dst', toFile) : []),
-          ...open(from, 'src'),
+          ...(await open(from, 'src')),
           '-O',
           'qcow2',
           ...(toFile ? ['-o', opts(undefined, luks('dst'))] : []),
@@ -223,6 +233,9 @@ export const copyImage = (from: Image, to: Image, onProgress?: (pct: number) => 
     },
   );
 
-/** A qcow2 overlay whose unwritten clusters read from `base` (a linked clone's disk). */
-export const createOverlay = (base: string, file: string): Promise<unknown> =>
-  run(['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', file]);
+/**
+ * A qcow2 overlay whose unwritten clusters read from `base` (a linked clone's disk); with a key, the
+ * overlay is encrypted with it, and so must the base be (one secret opens both).
+ */
+export const createOverlay = (base: string, file: string, key?: string): Promise<unknown> =>
+  create(key, ['-b', base, '-F', 'qcow2', file]);

@@ -255,6 +255,38 @@ describe('QEMU command line', () => {
     expect(args).not.toContain('-sandbox');
   });
 
+  it("opens an encrypted linked clone's bases as read-only nodes with the key, deepest first", () => {
+    const clone = parseSpec({
+      ...identity,
+      name: 'clone',
+      disks: [
+        { id: 'disk0', path: '/vms/clone/disk0.qcow2', format: 'qcow2', encrypted: true },
+        { id: 'disk1', path: '/vms/clone/disk1.qcow2', format: 'qcow2' },
+      ],
+    });
+    const args = buildQemuArgs(
+      plan(clone, {
+        backings: { disk0: ['/bases/b,2.qcow2', '/bases/b1.qcow2'], disk1: ['/bases/p.qcow2'] },
+      }),
+    );
+    const blockdevs = args.filter((_, i) => args[i - 1] === '-blockdev');
+    expect(blockdevs.slice(0, 5)).toEqual([
+      'driver=file,filename=/bases/b1.qcow2,node-name=disk0-base2-file,read-only=on',
+      'driver=qcow2,file=disk0-base2-file,node-name=disk0-base2,read-only=on,encrypt.format=luks,encrypt.key-secret=vmkey',
+      'driver=file,filename=/bases/b,,2.qcow2,node-name=disk0-base1-file,read-only=on',
+      'driver=qcow2,file=disk0-base1-file,node-name=disk0-base1,read-only=on,encrypt.format=luks,encrypt.key-secret=vmkey,backing=disk0-base2',
+      'driver=file,filename=/vms/clone/disk0.qcow2,node-name=disk0-file,read-only=off',
+    ]);
+    expect(blockdevs[5]).toBe(
+      'driver=qcow2,file=disk0-file,node-name=disk0,read-only=off,encrypt.format=luks,encrypt.key-secret=vmkey,backing=disk0-base1',
+    );
+    // An unencrypted overlay's base needs no key: QEMU opens it from the header, as before.
+    expect(blockdevs.slice(6)).toEqual([
+      'driver=file,filename=/vms/clone/disk1.qcow2,node-name=disk1-file,read-only=off',
+      'driver=qcow2,file=disk1-file,node-name=disk1,read-only=off',
+    ]);
+  });
+
   it('gives Windows the Hyper-V enlightenments under KVM only (TCG refuses some)', () => {
     const win = parseSpec({ ...identity, name: 'w', hyperv: true });
     const kvm = buildQemuArgs(plan(win, { accel: 'kvm' }));
