@@ -325,6 +325,13 @@ export class Migrations {
           e instanceof ApiError && e.status === 409 ? 409 : 400,
         );
       });
+      // The answer names where QEMU connects: addresses and ports, nothing else.
+      for (const at of [dst.nbd, dst.migration]) {
+        if (!net.isIP(at?.host ?? '') || !Number.isInteger(at.port) || at.port < 1 || at.port > 65535) {
+          await callDaemon(peer, 'DELETE', url, undefined, PEER_TIMEOUT_MS).catch(ignore);
+          throw new UserError(`the destination ${to.host}:${to.port} answered an unusable address`);
+        }
+      }
       const ids = images.map((img) => img.node);
       const nodes: string[] = [];
       // A failed mirror leaves the job list at once: its error comes only in its event. Until the
