@@ -1,4 +1,4 @@
-import { chmod, copyFile, cp, link, mkdir, rename } from 'node:fs/promises';
+import { chmod, copyFile, cp, link, mkdir, readdir, rename } from 'node:fs/promises';
 import path from 'node:path';
 import { diskId, randomMac, type VmSpec } from '../spec/schema.js';
 import { backingChain } from '../storage/format.js';
@@ -124,4 +124,16 @@ export async function encryptedBases(spec: VmSpec): Promise<Record<string, strin
     spec.disks.map(async (d, i) => [diskId(d, i), d.encrypted ? await backingChain(d.path) : []] as const),
   );
   return Object.fromEntries(chains.filter(([, chain]) => chain.length));
+}
+
+/**
+ * Linked-clone bases that no VM's disk reads from any more (its whole chain counted), to remove. A disk
+ * whose chain cannot be read makes this throw: nothing is removed while a reference may be unseen.
+ */
+export async function unusedBases(basesDir: string, specs: VmSpec[]): Promise<string[]> {
+  const names = (await readdir(basesDir).catch(unlessMissing)) ?? [];
+  if (!names.length) return [];
+  const qcow2 = specs.flatMap((s) => s.disks.filter((d) => d.format === 'qcow2'));
+  const used = new Set((await Promise.all(qcow2.map((d) => backingChain(d.path)))).flat());
+  return names.map((n) => path.resolve(basesDir, n)).filter((f) => !used.has(f));
 }

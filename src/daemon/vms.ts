@@ -47,7 +47,7 @@ import { replan, type Change } from '../bundle/replan.js';
 import { FirmwareError } from '../host/firmware.js';
 import { introspectQemu, type QemuFeatures } from '../host/qemu-features.js';
 import { SerialHub } from './serial.js';
-import { checkClone, cloneSpec, encryptedBases, makeClone, type CloneRequest } from './clone.js';
+import { checkClone, cloneSpec, encryptedBases, makeClone, unusedBases, type CloneRequest } from './clone.js';
 import { vmNameProblem } from '../spec/names.js';
 import {
   createSnapshot,
@@ -206,7 +206,31 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
         new Set([...this.vms.values()].flatMap((v) => [v.spec.uuid, tpmKeyId(v.spec.uuid)])),
       );
       if (gone.length) this.log.warn({ keys: gone.length }, 'dropped keys of VMs a crash left unmade');
+      await this.collectBases();
     }
+  }
+
+  /** Removes the linked-clone bases no VM reads from any more (after a delete, and at start). */
+  private async collectBases(): Promise<void> {
+    try {
+      await this.withLock(BASES_LOCK, 'base cleanup', async () => {
+        const unused = await unusedBases(
+          this.basesDir,
+          [...this.vms.values()].map((v) => v.spec),
+        );
+        for (const file of unused) await rm(file, { force: true });
+        if (unused.length) this.log.info({ bases: unused }, 'removed linked-clone bases no VM uses');
+      });
+    } catch (e) {
+      this.log.warn(
+        { err: (e as Error).message },
+        'cannot tell which linked-clone bases are in use; kept all',
+      );
+    }
+  }
+
+  private get basesDir(): string {
+    return path.join(this.layout.home, 'bases');
   }
 
   private async adopt(vm: Vm): Promise<void> {
@@ -815,7 +839,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
           srcDir: vmDir(this.layout, srcName),
           name,
           dstDir: vmDir(this.layout, name),
-          basesDir: path.join(this.layout.home, 'bases'),
+          basesDir: this.basesDir,
           linked: !!opts.linked,
           onProgress: (percent) => this.emitEvent({ type: 'progress', vm: name, op: 'clone', percent }),
         };
@@ -833,8 +857,11 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
         if (spec.tpmEncrypted) {
           await this.keystore.copyKey(tpmKeyId(src.spec.uuid), tpmKeyId(spec.uuid)).catch(keystoreError);
         }
+        const make = () =>
+          this.store.create(spec, (staging) => makeClone(req, spec, staging).catch(qemuImgError));
         try {
-          await this.store.create(spec, (staging) => makeClone(req, spec, staging).catch(qemuImgError));
+          // A new base is referenced only once the source's overlay is in place: no cleanup meanwhile.
+          await (req.linked ? this.withLock(BASES_LOCK, 'linked clone', make) : make());
         } catch (e) {
           await this.forgetKeys(spec.uuid);
           throw e;
@@ -1010,6 +1037,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     await this.forgetKeys(vm.spec.uuid);
     this.vms.delete(name);
     this.emitEvent({ type: 'deleted', vm: name });
+    await this.collectBases();
   }
 
   /**
@@ -1542,6 +1570,9 @@ function diskIndex(spec: VmSpec, id: string): number {
   }
   return index;
 }
+
+/** The lock key linked clones and base cleanup share (no VM name has a slash). */
+const BASES_LOCK = '/bases';
 
 /** The keystore entry of a VM's TPM state key: separate from its disk key, so a clone can share it. */
 const tpmKeyId = (uuid: string) => `${uuid}/tpm`;

@@ -1,4 +1,4 @@
-import { readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Keystore } from '../../src/storage/keystore.js';
@@ -8,6 +8,7 @@ import {
   json,
   markerOnDisk,
   ok,
+  stopDaemon,
   useHome,
   waitForReady,
   writeMarker,
@@ -76,5 +77,29 @@ describe('linked clones of encrypted VMs', () => {
     await waitForReady(h, 'moved');
     expect(await markerOnDisk(h, 'moved')).toBe('MARKER-THIN');
     await ok(h, ['stop', 'moved', '--force']);
+  });
+
+  it('removes a shared base once no VM reads from it, at delete and at daemon start', async () => {
+    const h = home();
+    await createGuest(h, 'src', ['--disk', '64M']);
+    await ok(h, ['clone', 'src', 'a', '--linked']);
+    await ok(h, ['clone', 'a', 'b', '--linked']);
+    const bases = path.join(h.home, 'bases');
+    // b's chain: its overlay, a's old overlay (now the second base), then src's base.
+    expect((await readdir(bases)).length).toBe(2);
+    const first = path.basename(
+      (await imageInfo({ file: path.join(h.home, 'vms', 'src', 'disk0.qcow2') })).backing!,
+    );
+    await ok(h, ['delete', 'a']);
+    expect((await readdir(bases)).length).toBe(2);
+    await ok(h, ['delete', 'b']);
+    expect(await readdir(bases)).toEqual([first]);
+    // A base a crash left behind (its clone never finished) goes at the next start.
+    await writeFile(path.join(bases, 'stray.qcow2'), '');
+    await stopDaemon(h);
+    await ok(h, ['list']);
+    expect(await readdir(bases)).toEqual([first]);
+    await ok(h, ['delete', 'src']);
+    expect(await readdir(bases)).toEqual([]);
   });
 });
