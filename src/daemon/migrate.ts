@@ -410,7 +410,25 @@ export class Migrations {
           await sleep(POLL_MS / 4);
         }
         if (mirrorError) throw new Error(`a disk mirror failed: ${mirrorError}`);
-        there = await callDaemon<VmInfo>(peer, 'POST', `${url}/finish`, { run: !paused }, PEER_TIMEOUT_MS);
+        there = await callDaemon<VmInfo>(
+          peer,
+          'POST',
+          `${url}/finish`,
+          { run: !paused },
+          PEER_TIMEOUT_MS,
+        ).catch(async (e: Error) => {
+          // A lost answer is no proof of failure: if the VM runs there already, resuming it here
+          // would make two. Ask.
+          const vm = await callDaemon<VmInfo>(
+            peer,
+            'GET',
+            `/v1/vms/${encodeURIComponent(name)}`,
+            undefined,
+            PEER_TIMEOUT_MS,
+          ).catch(() => undefined);
+          if (vm?.uuid === spec.uuid && (vm.state === 'running' || vm.state === 'paused')) return vm;
+          throw e;
+        });
       } catch (e) {
         await this.undo(qmp, ids.map(nbdNode), paused);
         await callDaemon(peer, 'DELETE', url, undefined, PEER_TIMEOUT_MS).catch((why: Error) =>

@@ -191,6 +191,7 @@ describe('live migration between two daemons', () => {
     expect(read).toContain('MIGRATED-DISK-MARKER');
   });
 
+  // Two UEFI boots under TCG: more time than the default.
   it('moves a UEFI guest with a TPM: variables mirrored, TPM state in the stream, each under the new keys', async () => {
     // A Linux profile booting the test guest's kernel through UEFI, with a TPM and an encrypted disk.
     await ok(src, [
@@ -239,7 +240,7 @@ describe('live migration between two daemons', () => {
     await ok(dst, ['start', 'secure']);
     await waitForReady(dst, 'secure', 150_000);
     expect(await serialLog(dst, 'secure')).toContain('tpm: tpm0 version 2');
-  });
+  }, 300_000);
 
   it('leaves the source running, and nothing at the destination, when the destination dies midway', async () => {
     const { c, uuid, pid, running, dstPid } = await slowMigration('stayer');
