@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 # user-mode networking without root; iproute2, dnsmasq-base and nftables make private networks
 # (bridge, DHCP, NAT); the test guest carries qemu-guest-agent. libvirt (its daemon, QEMU driver and
 # virsh) and xmllint (for virt-xml-validate) test the libvirt import and export.
-packages=(qemu-system-x86 zstd qemu-system-gui qemu-utils libgl1-mesa-dri libegl-mesa0 busybox-static linux-image-amd64 cpio kmod e2fsprogs binutils util-linux coreutils ovmf swtpm swtpm-tools osinfo-db genisoimage passt iproute2 dnsmasq-base nftables qemu-guest-agent libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libxml2-utils)
+# chromium is the browser the web UI's tests drive (test/e2e; never one Playwright downloads).
+packages=(qemu-system-x86 zstd qemu-system-gui qemu-utils libgl1-mesa-dri libegl-mesa0 busybox-static linux-image-amd64 cpio kmod e2fsprogs binutils util-linux coreutils ovmf swtpm swtpm-tools osinfo-db genisoimage passt iproute2 dnsmasq-base nftables qemu-guest-agent libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libxml2-utils chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -30,6 +31,8 @@ if ! command -v npm >/dev/null; then
   [ "$(id -u)" -eq 0 ] || { echo "npm is missing: apt-get install npm" >&2; exit 1; }
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm >/dev/null
 fi
+# Playwright drives Debian's Chromium: it must never fetch a browser of its own.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 # npm ci only when the lockfile changed since the last install.
 if [ ! -x node_modules/.bin/vitest ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund

@@ -1,4 +1,5 @@
-// Runs the whole vitest suite and ends with the plain line CI reads: "N passed, N failed".
+// Runs the whole vitest suite, then the browser tests, and ends with the plain line CI reads:
+// "N passed, N failed".
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 
@@ -25,5 +26,27 @@ try {
   failed = Math.max(failed, 1);
 }
 if (run.status !== 0 && failed === 0) failed = 1;
+
+// Then the web UI in a browser (test/e2e, Playwright with Debian's Chromium), for the whole suite only.
+if (process.argv.length === 2) {
+  const e2eReport = 'test-results/e2e.json';
+  rmSync(e2eReport, { force: true });
+  const e2e = spawnSync('playwright', ['test', '--reporter=list,json'], {
+    stdio: 'inherit',
+    env: { ...process.env, PLAYWRIGHT_JSON_OUTPUT_NAME: e2eReport, PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD: '1' },
+    // Its own globalTimeout ends it first, cleaning up; this is the bound if that fails.
+    timeout: 600_000,
+    killSignal: 'SIGKILL',
+  });
+  try {
+    const { stats } = JSON.parse(readFileSync(e2eReport, 'utf8'));
+    passed += stats.expected + stats.flaky;
+    failed += stats.unexpected;
+    skipped += stats.skipped;
+    if (e2e.status !== 0 && stats.unexpected === 0) failed += 1;
+  } catch {
+    failed += 1;
+  }
+}
 console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
 process.exit(failed === 0 ? 0 : 1);

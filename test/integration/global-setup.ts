@@ -5,8 +5,8 @@ import type { TestProject } from 'vitest/node';
 
 const root = path.resolve(import.meta.dirname, '../..');
 
-/** Builds the CLI bundle and the small test guest (cached) once for all integration tests. */
-export default function setup(project: TestProject): void {
+/** Builds the CLI bundle and the small test guest (cached); returns the guest's folder. */
+export function buildForTests(): string {
   execFileSync(process.execPath, ['scripts/build.mjs'], { cwd: root, stdio: 'inherit' });
   const cache =
     process.env.PHYLLOME_CACHE ??
@@ -16,7 +16,12 @@ export default function setup(project: TestProject): void {
     cwd: root,
     stdio: ['ignore', 'ignore', 'inherit'],
   });
-  project.provide('guestDir', guestDir);
+  return guestDir;
+}
+
+/** Once for all integration tests (and the browser tests' setup: test/e2e). */
+export default function setup(project: TestProject): void {
+  project.provide('guestDir', buildForTests());
 }
 
 declare module 'vitest' {

@@ -76,9 +76,20 @@ export function VmList() {
       ws.onclose = () => {
         if (closed) return;
         setConnected(false);
-        // A handshake refused for want of a login looks the same: the list read says which.
-        void reload();
-        retry = setTimeout(connect, RECONNECT_MS);
+        // A handshake refused for want of a login closes the same way: the list read tells which,
+        // and only a logged-in page tries again.
+        void call<Vm[]>('GET', '/v1/vms')
+          .then(setVms)
+          .then(
+            () => true,
+            (e: unknown) => {
+              fail(e);
+              return !(e instanceof ApiError && e.status === 401);
+            },
+          )
+          .then((again) => {
+            if (again && !closed) retry = setTimeout(connect, RECONNECT_MS);
+          });
       };
     };
     connect();

@@ -1,0 +1,143 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { expect, test } from '@playwright/test';
+import { isQemuFor, readPidfile } from '../../src/qemu/process.js';
+
+const root = path.resolve(import.meta.dirname, '../..');
+const VM = 'e2e';
+
+let dir: string;
+let env: NodeJS.ProcessEnv;
+let daemon: ChildProcess;
+let port: number;
+
+/** The built CLI, with a hard timeout; its stdout. */
+function phyllome(args: string[]): Promise<string> {
+  return new Promise((resolve, reject) =>
+    execFile(
+      process.execPath,
+      [path.join(root, 'dist/phyllome.mjs'), ...args],
+      { env, timeout: 90_000, killSignal: 'SIGKILL' },
+      (err, stdout, stderr) =>
+        err ? reject(new Error(`phyllome ${args.join(' ')}: ${stderr}`)) : resolve(stdout),
+    ),
+  );
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+test.beforeAll(async () => {
+  dir = await mkdtemp('/tmp/phe-');
+  await writeFile(path.join(dir, 'passphrase'), 'correct horse battery staple\n', { mode: 0o600 });
+  env = {
+    ...process.env,
+    PHYLLOME_HOME: path.join(dir, 'home'),
+    PHYLLOME_RUNTIME_DIR: path.join(dir, 'run'),
+    PHYLLOME_PASSPHRASE_FILE: path.join(dir, 'passphrase'),
+  };
+  port = await freePort();
+  daemon = spawn(
+    process.execPath,
+    [path.join(root, 'dist/phyllome.mjs'), 'daemon', '--listen', `127.0.0.1:${port}`],
+    {
+      env,
+      stdio: 'ignore',
+    },
+  );
+  await expect
+    .poll(
+      () =>
+        fetch(`http://127.0.0.1:${port}/v1/vms`).then(
+          (r) => r.status,
+          () => 0,
+        ),
+      { timeout: 20_000 },
+    )
+    .toBe(401);
+  const guest = process.env.PHYLLOME_TEST_GUEST!;
+  await phyllome([
+    'create',
+    VM,
+    '--kernel',
+    path.join(guest, 'vmlinux'),
+    '--initrd',
+    path.join(guest, 'initrd.img'),
+    '--append',
+    'console=ttyS0 panic=-1 quiet',
+    '-m',
+    '256M',
+  ]);
+});
+
+test.afterAll(async () => {
+  // By pid, after checking it is this test's QEMU; then the daemon.
+  const pid = await readPidfile(path.join(dir, 'run/vms', VM, 'qemu.pid'));
+  const spec = JSON.parse(
+    await readFile(path.join(dir, 'home/vms', VM, 'vm.json'), 'utf8').catch(() => '{}'),
+  ) as {
+    uuid?: string;
+  };
+  if (pid && spec.uuid && (await isQemuFor(pid, spec.uuid))) process.kill(pid, 'SIGKILL');
+  daemon.kill('SIGKILL');
+  await rm(dir, { recursive: true, force: true });
+});
+
+test('log in with the phyllome ui URL, then start, pause, resume and stop a VM live', async ({
+  page,
+}, info) => {
+  const shot = (name: string) => page.screenshot({ path: info.outputPath(`${name}.png`), fullPage: true });
+  const { url } = JSON.parse(await phyllome(['ui', '--json'])) as { url: string };
+
+  await page.goto(url);
+  const row = page.getByRole('row', { name: new RegExp(`^${VM}\\b`) });
+  const state = (s: string) => row.getByText(s, { exact: true });
+  await expect(state('stopped')).toBeVisible();
+  // The code has left the address bar, and cannot log in twice.
+  expect(new URL(page.url()).hash).toBe('');
+  const load = Number(await page.evaluate('performance.getEntriesByType("navigation")[0].duration'));
+  // Recorded, not asserted: the target is < 1 s, but a cold browser on a loaded 2-core CI machine
+  // measures the machine more than the page.
+  info.annotations.push({ type: 'first load (ms)', description: String(Math.round(load)) });
+  await expect(row.getByText('256M', { exact: true })).toBeVisible();
+  await shot('1-stopped');
+
+  await row.getByRole('button', { name: `Start ${VM}` }).click();
+  await expect(state('running')).toBeVisible({ timeout: 60_000 });
+  await shot('2-running');
+
+  // State changes come from the event stream: each shows within a second of the click.
+  let t0 = Date.now();
+  await row.getByRole('button', { name: `Pause ${VM}` }).click();
+  await expect(state('paused')).toBeVisible({ timeout: 1000 });
+  expect(Date.now() - t0).toBeLessThan(1000);
+  await shot('3-paused');
+
+  // From the keyboard this time.
+  await row.getByRole('button', { name: `Resume ${VM}` }).focus();
+  t0 = Date.now();
+  await page.keyboard.press('Enter');
+  await expect(state('running')).toBeVisible({ timeout: 1000 });
+  expect(Date.now() - t0).toBeLessThan(1000);
+
+  await row.getByRole('button', { name: `Force off ${VM}` }).click();
+  await expect(state('stopped')).toBeVisible({ timeout: 15_000 });
+  await shot('4-stopped');
+  // The CLI sees what the page shows.
+  expect(JSON.parse(await phyllome(['status', VM, '--json'])).state).toBe('stopped');
+});
+
+test('a page opened without logging in says how to log in', async ({ page }) => {
+  await page.goto(`http://127.0.0.1:${port}/`);
+  await expect(page.getByText('Not logged in')).toBeVisible();
+  await expect(page.locator('code', { hasText: 'phyllome ui' })).toBeVisible();
+});
