@@ -1,5 +1,6 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { access, readdir, readFile, readlink, writeFile } from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isQemuFor, readPidfile } from '../../src/qemu/process.js';
@@ -356,5 +357,50 @@ describe('live migration between two daemons', () => {
       await findProcesses((argv) => argv.includes(uuid) && argv.some((a) => a.includes(dst.run))),
     ).toHaveLength(1);
     c.child.kill();
+  });
+
+  it('lets no stranger into the migration stream, and an abort removes all that an incoming made', async () => {
+    // What a source daemon sends, from a VM defined at the source (only its spec is needed).
+    await createGuest(src, 'lure');
+    const { spec, uuid } = await json<Vm>(src, ['status', 'lure']);
+    const api = (method: string, url: string, body?: unknown) =>
+      readFile(path.join(dst.home, 'api-token'), 'utf8').then((token) =>
+        fetch(`http://127.0.0.1:${port}${url}`, {
+          method,
+          headers: {
+            authorization: `Bearer ${token.trim()}`,
+            ...(body ? { 'content-type': 'application/json' } : {}),
+          },
+          ...(body ? { body: JSON.stringify(body) } : {}),
+        }),
+      );
+    const res = await api('POST', '/v1/migrations/incoming', { spec, sizes: {}, psk: 'ab'.repeat(32) });
+    expect(res.status).toBe(201);
+    const { migration } = (await res.json()) as { migration: { host: string; port: number } };
+    expect(migration.host).toBe('127.0.0.1');
+
+    // Someone else on this machine connects first and speaks plain QEMU migration: QEMU hangs up
+    // (the TLS handshake fails) and goes on waiting for the real source.
+    const stranger = net.connect(migration.port, migration.host);
+    stranger.on('error', () => undefined);
+    stranger.write(Buffer.from('QEVM\0\0\0\x03'));
+    await new Promise((r) => stranger.once('close', r));
+    const log = path.join(dst.home, 'vms/lure/qemu.log');
+    await waitFor(
+      'QEMU to log the refusal',
+      async () => (await readFile(log, 'utf8')).includes('TLS handshake failed') || undefined,
+    );
+    expect(await json<Vm>(dst, ['status', 'lure'])).toMatchObject({
+      state: 'starting',
+      reason: 'incoming migration',
+    });
+    const qemuPid = (await readPidfile(path.join(dst.run, 'vms/lure/qemu.pid')))!;
+    expect(await isQemuFor(qemuPid, uuid)).toBe(true);
+
+    expect((await api('DELETE', '/v1/migrations/incoming/lure')).status).toBe(204);
+    expect(await json<Vm[]>(dst, ['list'])).toEqual([]);
+    expect(alive(qemuPid)).toBe(false);
+    await expect(access(path.join(dst.home, 'vms/lure'))).rejects.toThrow();
+    await expect(access(path.join(dst.run, 'vms/lure'))).rejects.toThrow();
   });
 });
