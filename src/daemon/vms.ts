@@ -47,6 +47,7 @@ import { replan, type Change } from '../bundle/replan.js';
 import { FirmwareError } from '../host/firmware.js';
 import { introspectQemu, type QemuFeatures } from '../host/qemu-features.js';
 import { SerialHub } from './serial.js';
+import { needsSealing, sealState } from './seal.js';
 import { checkClone, cloneSpec, encryptedBases, makeClone, unusedBases, type CloneRequest } from './clone.js';
 import { vmNameProblem } from '../spec/names.js';
 import {
@@ -609,6 +610,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
 
   /** `incoming`: QEMU waits, paused, for a live migration (migrateIn) instead of booting. */
   private async launch(vm: Vm, incoming = false): Promise<void> {
+    if (!incoming && needsSealing(vm.spec)) await this.seal(vm);
     const { spec } = vm;
     await checkFiles(spec);
     const files = runtimeFiles(this.layout, spec.name);
@@ -687,6 +689,43 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     const resumed = qmp.waitForEvent('RESUME', QMP_START_TIMEOUT_MS);
     await qmp.execute('cont');
     await resumed;
+  }
+
+  /**
+   * A VM whose first encrypted disk came after it was made gets its UEFI variables and TPM state
+   * encrypted at its next start, before QEMU opens them (seal.ts); snapshots hold that off.
+   */
+  private async seal(vm: Vm): Promise<void> {
+    const { uuid, name } = vm.spec;
+    const state = stateFiles(this.layout, name);
+    const sealed = await sealState({
+      spec: vm.spec,
+      dir: vmDir(this.layout, name),
+      nvram: state.nvram,
+      tpmState: state.tpmState,
+      diskKey: await this.keystore.keyFor(uuid).catch(keystoreError),
+      tpmKey: () =>
+        this.keystore
+          .keyFor(tpmKeyId(uuid))
+          .catch((e: Error) =>
+            e instanceof KeystoreError && e.reason === 'missing-key'
+              ? this.keystore.newKey(tpmKeyId(uuid))
+              : keystoreError(e),
+          ),
+      writeSpec: (spec) => this.store.writeSpec(spec),
+    }).catch(userErrorsFrom(QemuImgError, SwtpmError));
+    if (sealed === 'has-snapshots') {
+      this.log.warn(
+        { vm: name },
+        'UEFI variables and TPM state stay unencrypted until the snapshots are deleted',
+      );
+    } else {
+      vm.spec = sealed;
+      this.log.info(
+        { vm: name },
+        'encrypted the UEFI variables and TPM state (the VM has an encrypted disk now)',
+      );
+    }
   }
 
   /** swtpm first: QEMU connects to its socket at start-up. Failures say what to install or read. */

@@ -1,5 +1,8 @@
-import { mkdir, readFile } from 'node:fs/promises';
-import { argvOf, findBinary, startSocketHelper } from './process.js';
+import { execFile } from 'node:child_process';
+import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { argvOf, findBinary, reapHelper, startSocketHelper } from './process.js';
 
 export class SwtpmError extends Error {}
 
@@ -75,4 +78,71 @@ export async function startSwtpm(binary: string, f: SwtpmFiles, timeoutMs = 5000
   }).catch((e: Error) => {
     throw new SwtpmError(e.message);
   });
+}
+
+/** Bit 0 of the flags in swtpm's state blob header (version, min version, header size, flags). */
+const BLOB_ENCRYPTED = 0x1;
+
+/**
+ * Whether a TPM state folder holds state in the clear: undefined when it holds none yet (swtpm makes
+ * it at the first start, encrypted when given a key).
+ */
+export async function tpmStatePlain(stateDir: string): Promise<boolean | undefined> {
+  const handle = await open(path.join(stateDir, 'tpm2-00.permall'), 'r').catch(() => undefined);
+  if (!handle) return undefined;
+  try {
+    const head = Buffer.alloc(6);
+    const { bytesRead } = await handle.read(head, 0, 6, 0);
+    return bytesRead < 6 || !(head.readUInt16BE(4) & BLOB_ENCRYPTED);
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Writes plain TPM state (`from`) encrypted with `key` (hex) into the empty folder `to`. swtpm given
+ * a key cannot read plain state, so the state goes out of one swtpm without a key
+ * (`swtpm_ioctl --save permanent`) into a second one with the key (`--load permanent`), which stores
+ * it encrypted. `work` (private, short path) holds their sockets and the state blob while they run.
+ */
+export async function encryptTpmState(
+  binary: string,
+  o: { from: string; to: string; key: string; work: string },
+): Promise<void> {
+  const ioctl = await findBinary('swtpm_ioctl', undefined, process.env.PATH);
+  if (!ioctl) throw new SwtpmError(`swtpm_ioctl is not installed: ${SWTPM_INSTALL_HINT}`);
+  const blob = path.join(o.work, 'permanent');
+  const session = async (stateDir: string, keyFile: string | undefined, steps: string[][]) => {
+    const f = {
+      stateDir,
+      socket: path.join(o.work, 'ctrl.sock'),
+      pidfile: path.join(o.work, 'swtpm.pid'),
+      log: path.join(o.work, 'swtpm.log'),
+      ...(keyFile ? { keyFile } : {}),
+    };
+    const pid = await startSwtpm(binary, f);
+    try {
+      for (const step of steps) {
+        await promisify(execFile)(ioctl, ['--unix', f.socket, ...step], { timeout: 10_000 }).catch(
+          (e: Error) => {
+            throw new SwtpmError(`cannot re-encrypt the TPM state (swtpm_ioctl ${step[0]}): ${e.message}`);
+          },
+        );
+      }
+    } finally {
+      // `-s` ends it, state stored; one a failed step left running is stopped.
+      await reapHelper(pid, () => isSwtpmFor(pid, stateDir), 2000);
+      await rm(f.socket, { force: true });
+    }
+  };
+  try {
+    await session(o.from, undefined, [['-i'], ['--save', 'permanent', blob], ['-s']]);
+    const keyFile = path.join(o.work, 'key');
+    await writeFile(keyFile, o.key, { mode: 0o600, flag: 'wx' });
+    await session(o.to, keyFile, [['--load', 'permanent', blob], ['-i'], ['-s']]).finally(() =>
+      rm(keyFile, { force: true }),
+    );
+  } finally {
+    await rm(blob, { force: true });
+  }
 }
