@@ -140,7 +140,8 @@ export function registerUi(
     );
   };
   const page = { config: { public: true }, schema: { hide: true } };
-  for (const route of ['/', '/login'])
+  // The page's own routes (web/src/App.tsx), all the one page.
+  for (const route of ['/', '/login', '/vms/:name'])
     api.get(route, page, (_req, reply) => send('index.html', false, reply));
   api.get(
     '/assets/:file',

@@ -92,7 +92,7 @@ test.afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-test('log in with the phyllome ui URL, then start, pause, resume and stop a VM live', async ({
+test('log in with the phyllome ui URL, then start, pause, resume, use the console of and stop a VM live', async ({
   page,
 }, info) => {
   const shot = (name: string) => page.screenshot({ path: info.outputPath(`${name}.png`), fullPage: true });
@@ -129,9 +129,21 @@ test('log in with the phyllome ui URL, then start, pause, resume and stop a VM l
   await expect(state('running')).toBeVisible({ timeout: 1000 });
   expect(Date.now() - t0).toBeLessThan(1000);
 
-  await row.getByRole('button', { name: `Force off ${VM}` }).click();
-  await expect(state('stopped')).toBeVisible({ timeout: 15_000 });
-  await shot('4-stopped');
+  // Its page: the serial console in xterm.js, through the daemon's WebSocket.
+  await row.getByRole('link', { name: VM }).click();
+  expect(new URL(page.url()).pathname).toBe(`/vms/${VM}`);
+  const serial = page.getByRole('region', { name: `Serial console of ${VM}` });
+  await expect(serial).toContainText('PHYLLOME-GUEST-READY', { timeout: 90_000 });
+  await serial.click();
+  await page.keyboard.type('echo hello-$((6*7))\n');
+  await expect(serial).toContainText('hello-42', { timeout: 15_000 });
+  await shot('4-console');
+
+  await page.getByRole('button', { name: `Force off ${VM}` }).click();
+  await expect(page.getByText('stopped', { exact: true })).toBeVisible({ timeout: 15_000 });
+  await page.getByRole('link', { name: 'Virtual machines' }).click();
+  await expect(state('stopped')).toBeVisible();
+  await shot('5-stopped');
   // The CLI sees what the page shows.
   expect(JSON.parse(await phyllome(['status', VM, '--json'])).state).toBe('stopped');
 });

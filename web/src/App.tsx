@@ -1,6 +1,8 @@
 import { Masthead, MastheadBrand, MastheadMain, Page, PageSection, Title } from '@patternfly/react-core';
 import { useEffect, useState } from 'react';
 import { call } from './api.js';
+import { usePath } from './nav.js';
+import { VmDetail } from './VmDetail.js';
 import { VmList } from './VmList.js';
 import { LoginProblem } from './LoginProblem.js';
 
@@ -28,8 +30,15 @@ function useLogin(): Login {
   return login;
 }
 
+/** The page for a path: the VM list, or one VM. */
+function Route({ path }: { path: string }) {
+  const vm = /^\/vms\/([^/]+)$/.exec(path)?.[1];
+  return vm ? <VmDetail name={decodeURIComponent(vm)} /> : <VmList />;
+}
+
 export function App() {
   const login = useLogin();
+  const path = usePath();
   const masthead = (
     <Masthead>
       <MastheadMain>
@@ -43,8 +52,12 @@ export function App() {
   );
   return (
     <Page masthead={masthead} isContentFilled>
-      <PageSection aria-label="Virtual machines">
-        {login === 'pending' ? null : login === 'ok' ? <VmList /> : <LoginProblem message={login.problem} />}
+      <PageSection>
+        {login === 'pending' ? null : login === 'ok' ? (
+          <Route path={path} />
+        ) : (
+          <LoginProblem message={login.problem} />
+        )}
       </PageSection>
     </Page>
   );

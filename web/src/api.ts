@@ -40,6 +40,6 @@ export async function call<T>(method: string, url: string, body?: unknown): Prom
   return parsed as T;
 }
 
-/** The event stream's URL on this page's own origin (the daemon checks Origin on the handshake). */
-export const eventsUrl = () =>
-  `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/v1/events`;
+/** A daemon WebSocket's URL on this page's own origin (the daemon checks Origin on the handshake). */
+export const wsUrl = (path: string) =>
+  `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}${path}`;

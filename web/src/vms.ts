@@ -1,0 +1,112 @@
+import { useCallback, useEffect, useState } from 'react';
+import { ApiError, call, wsUrl, type Vm, type VmEvent } from './api.js';
+
+export type Action = 'start' | 'pause' | 'resume' | 'stop' | 'force-stop';
+
+/** The actions a VM in this state takes, as the CLI names them. */
+export function actionsFor(state: Vm['state']): Action[] {
+  switch (state) {
+    case 'stopped':
+      return ['start'];
+    case 'running':
+      return ['pause', 'stop', 'force-stop'];
+    case 'paused':
+      return ['resume', 'stop', 'force-stop'];
+    default:
+      return ['force-stop'];
+  }
+}
+
+export const actionLabel: Record<Action, string> = {
+  start: 'Start',
+  pause: 'Pause',
+  resume: 'Resume',
+  stop: 'Stop',
+  'force-stop': 'Force off',
+};
+
+const RECONNECT_MS = 2000;
+
+/**
+ * The VMs, kept current by the daemon's event stream: a state event updates its VM, a VM created
+ * or deleted elsewhere reloads the list. Nothing polls.
+ */
+export function useVms() {
+  const [vms, setVms] = useState<Vm[] | undefined>();
+  const [error, setError] = useState<string | undefined>();
+  const [loggedOut, setLoggedOut] = useState<string | undefined>();
+  const [connected, setConnected] = useState(true);
+  const [busy, setBusy] = useState<Set<string>>(new Set());
+
+  const fail = useCallback((e: unknown) => {
+    if (e instanceof ApiError && e.status === 401) setLoggedOut(e.message);
+    else setError((e as Error).message);
+  }, []);
+
+  useEffect(() => {
+    let ws: WebSocket | undefined;
+    let retry: ReturnType<typeof setTimeout> | undefined;
+    let closed = false;
+    const reload = () => call<Vm[]>('GET', '/v1/vms').then(setVms);
+    const connect = () => {
+      ws = new WebSocket(wsUrl('/v1/events'));
+      // The list is read once the stream is up, so no change falls between the two.
+      ws.onopen = () => {
+        setConnected(true);
+        reload().catch(fail);
+      };
+      ws.onmessage = (m: MessageEvent<string>) => {
+        const e = JSON.parse(m.data) as VmEvent;
+        if (e.type === 'state' && e.state) {
+          const { state, reason } = e;
+          setVms((list) => list?.map((vm) => (vm.name === e.vm ? { ...vm, state, reason } : vm)));
+        } else if (e.type === 'created' || e.type === 'deleted') reload().catch(fail);
+      };
+      ws.onclose = () => {
+        if (closed) return;
+        setConnected(false);
+        // A handshake refused for want of a login closes the same way: the list read tells which,
+        // and only a logged-in page tries again.
+        void reload()
+          .then(
+            () => true,
+            (e: unknown) => {
+              fail(e);
+              return !(e instanceof ApiError && e.status === 401);
+            },
+          )
+          .then((again) => {
+            if (again && !closed) retry = setTimeout(connect, RECONNECT_MS);
+          });
+      };
+    };
+    connect();
+    return () => {
+      closed = true;
+      clearTimeout(retry);
+      ws?.close();
+    };
+  }, [fail]);
+
+  const act = async (vm: Vm, action: Action) => {
+    setBusy((b) => new Set(b).add(vm.name));
+    const verb = action === 'force-stop' ? 'stop' : action;
+    try {
+      await call(
+        'POST',
+        `/v1/vms/${encodeURIComponent(vm.name)}/${verb}`,
+        action === 'force-stop' ? { force: true } : {},
+      );
+    } catch (e) {
+      fail(e);
+    } finally {
+      setBusy((b) => {
+        const next = new Set(b);
+        next.delete(vm.name);
+        return next;
+      });
+    }
+  };
+
+  return { vms, error, clearError: () => setError(undefined), loggedOut, connected, busy, act };
+}
