@@ -90,6 +90,10 @@ describe('linked clones of encrypted VMs', () => {
     const first = path.basename(
       (await imageInfo({ file: path.join(h.home, 'vms', 'src', 'disk0.qcow2') })).backing!,
     );
+    // A full clone of b reads through both encrypted bases (the key named once per level).
+    const full = await json<Vm>(h, ['clone', 'b', 'full']);
+    expect(await imageInfo({ file: full.spec.disks[0]!.path })).toMatchObject({ encrypted: true });
+    expect((await imageInfo({ file: full.spec.disks[0]!.path })).backing).toBeUndefined();
     await ok(h, ['delete', 'a']);
     expect((await readdir(bases)).length).toBe(2);
     await ok(h, ['delete', 'b']);
