@@ -28,8 +28,10 @@ import type { NetworkManager } from './networks.js';
 import type { AccelDecision } from '../host/accel.js';
 import type { QemuInfo } from '../host/qemu-binary.js';
 import { VERSION } from '../version.js';
+import net from 'node:net';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
+import { createWebSocketStream } from 'ws';
 import { BUNDLE_TYPE, PASSPHRASE_HEADER } from '../bundle/manifest.js';
 import { hostFindings } from '../host/findings.js';
 import { introspectQemu } from '../host/qemu-features.js';
@@ -805,6 +807,29 @@ export async function buildApi(deps: ApiDeps) {
         hub.off('data', forward);
         hub.off('close', end);
       });
+    },
+  );
+
+  api.get(
+    '/v1/vms/:name/vnc',
+    {
+      websocket: true,
+      schema: {
+        summary: "The VM's screen: its VNC (RFB) stream as WebSocket binary frames, for noVNC",
+        params: nameParams,
+      },
+    },
+    (socket, request) => {
+      let vncPath: string;
+      try {
+        vncPath = manager.vncSocket(request.params.name);
+      } catch (e) {
+        socket.close(4000, (e as Error).message.slice(0, 120));
+        return;
+      }
+      // QEMU's VNC listens on a Unix socket only: this bridge, behind the API's login, is the one way in.
+      const ws = createWebSocketStream(socket);
+      pipeline(ws, net.connect(vncPath), ws, () => socket.terminate());
     },
   );
 

@@ -1521,6 +1521,13 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     return vm.serial;
   }
 
+  /** The Unix socket QEMU serves the VM's screen on (VNC); only the daemon bridges it to browsers. */
+  vncSocket(name: string): string {
+    const vm = this.running(name, ['running', 'paused', 'stopping']);
+    if (vm.spec.graphics.device === 'none') throw conflict(`VM "${name}" has no screen (graphics none)`);
+    return runtimeFiles(this.layout, name).vnc;
+  }
+
   /** Detach from every QEMU without stopping any: VMs keep running for the next daemon. */
   detachAll(): void {
     for (const vm of this.vms.values()) {

@@ -1,11 +1,21 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile, readlink, stat } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cli, destroyHome, json, makeHome, root, waitFor, type TestHome } from './helpers.js';
+import {
+  cli,
+  createGuest,
+  destroyHome,
+  json,
+  makeHome,
+  ok,
+  root,
+  waitFor,
+  type TestHome,
+} from './helpers.js';
 
 let h: TestHome;
 let daemon: ChildProcess;
@@ -73,6 +83,24 @@ async function login(): Promise<string> {
   const res = await send('POST', '/v1/ui/login', { origin: own }, { code: (await loginCode()).code });
   expect(res.status).toBe(200);
   return String(res.headers['set-cookie']).split(';')[0]!;
+}
+
+/** The TCP ports (IPv4 and IPv6) a process listens on, from its socket inodes and /proc/net. */
+async function tcpListeners(pid: number): Promise<number[]> {
+  const inodes = new Set<string>();
+  for (const fd of await readdir(`/proc/${pid}/fd`)) {
+    const target = await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '');
+    const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1];
+    if (inode) inodes.add(inode);
+  }
+  const ports: number[] = [];
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    for (const line of (await readFile(table, 'utf8')).split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols[3] === '0A' && inodes.has(cols[9]!)) ports.push(parseInt(cols[1]!.split(':')[1]!, 16));
+    }
+  }
+  return ports;
 }
 
 /** How a WebSocket handshake ends: 'open', or the HTTP status it was refused with. */
@@ -214,6 +242,31 @@ describe('the web UI login and the API over loopback TCP', () => {
       expect((await send('GET', url)).status, url).toBe(404);
     }
     expect((await send('GET', '/elsewhere')).status).toBe(401);
+  });
+
+  it("bridges a VM's screen (VNC) to a logged-in page only; QEMU serves it on no TCP port", async () => {
+    await createGuest(h, 'screen', ['--graphics', 'vga']);
+    await ok(h, ['start', 'screen']);
+    const cookie = await login();
+    expect(await handshake('/v1/vms/screen/vnc', {})).toBe(401);
+    expect(await handshake('/v1/vms/screen/vnc', { cookie, origin: 'http://evil.example' })).toBe(403);
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/vms/screen/vnc`, {
+      headers: { cookie, origin: own },
+    });
+    const banner = await new Promise<string>((resolve, reject) => {
+      ws.once('message', (d: Buffer) => resolve(d.toString()));
+      ws.once('error', reject);
+    });
+    ws.close();
+    // The RFB handshake's first words, straight from QEMU.
+    expect(banner).toMatch(/^RFB 003\.00\d\n/);
+
+    const pid = Number((await readFile(path.join(h.run, 'vms/screen/qemu.pid'), 'utf8')).trim());
+    expect(await tcpListeners(pid)).toEqual([]);
+    // The same look finds the daemon's own listener.
+    expect(await tcpListeners(daemon.pid!)).toContain(port);
+    expect((await stat(path.join(h.run, 'vms/screen/vnc.sock'))).isSocket()).toBe(true);
+    await ok(h, ['stop', 'screen', '--force']);
   });
 
   it('says how to serve the UI when the daemon does not listen on TCP', async () => {
