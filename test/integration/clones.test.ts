@@ -48,6 +48,8 @@ describe('linked clones of encrypted VMs', () => {
     await waitForReady(h, 'thin');
     expect(await markerOnDisk(h, 'thin')).toBe('MARKER-SRC');
     await writeMarker(h, 'thin', 'MARKER-THIN');
+    // A live snapshot names the overlay's node; the base nodes under it stay read-only.
+    await ok(h, ['snapshot', 'create', 'thin', 'live']);
     await ok(h, ['stop', 'thin', '--force']);
     await ok(h, ['start', 'src']);
     await waitForReady(h, 'src');
@@ -60,6 +62,7 @@ describe('linked clones of encrypted VMs', () => {
 
     // Offline disk operations open the encrypted base with the same key.
     await ok(h, ['snapshot', 'create', 'thin', 'first']);
+    expect((await imageInfo({ file: overlays[1]! })).snapshots).toEqual(['live', 'first']);
     await ok(h, ['disk', 'resize', 'thin', 'disk0', '128M']);
     expect((await imageInfo({ file: overlays[1]! })).virtualSize).toBe(128 * 2 ** 20);
     // An export flattens the overlay into a self-contained image, still encrypted; its import boots
