@@ -80,6 +80,9 @@ describe('linked clones of encrypted VMs', () => {
     await waitForReady(h, 'moved');
     expect(await markerOnDisk(h, 'moved')).toBe('MARKER-THIN');
     await ok(h, ['stop', 'moved', '--force']);
+    // A revert applies the overlay's snapshot, opened through the encrypted base too.
+    await ok(h, ['snapshot', 'revert', 'thin', 'live']);
+    expect((await imageInfo({ file: overlays[1]! })).virtualSize).toBe(64 * 2 ** 20);
   });
 
   it('removes a shared base once no VM reads from it, at delete and at daemon start', async () => {
