@@ -26,6 +26,24 @@ function phyllome(args: string[]): Promise<string> {
   );
 }
 
+/** A VM booting the test guest (the integration tests' helpers need vitest: not here). */
+function createGuest(name: string, extra: string[] = []): Promise<string> {
+  const guest = process.env.PHYLLOME_TEST_GUEST!;
+  return phyllome([
+    'create',
+    name,
+    '--kernel',
+    path.join(guest, 'vmlinux'),
+    '--initrd',
+    path.join(guest, 'initrd.img'),
+    '--append',
+    'console=ttyS0 panic=-1 quiet',
+    '-m',
+    '256M',
+    ...extra,
+  ]);
+}
+
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = net.createServer().listen(0, '127.0.0.1', () => {
@@ -64,30 +82,18 @@ test.beforeAll(async () => {
       { timeout: 20_000 },
     )
     .toBe(401);
-  const guest = process.env.PHYLLOME_TEST_GUEST!;
-  await phyllome([
-    'create',
-    VM,
-    '--kernel',
-    path.join(guest, 'vmlinux'),
-    '--initrd',
-    path.join(guest, 'initrd.img'),
-    '--append',
-    'console=ttyS0 panic=-1 quiet',
-    '-m',
-    '256M',
-  ]);
+  await createGuest(VM);
 });
 
 test.afterAll(async () => {
   // By pid, after checking it is this test's QEMU; then the daemon.
-  const pid = await readPidfile(path.join(dir, 'run/vms', VM, 'qemu.pid'));
-  const spec = JSON.parse(
-    await readFile(path.join(dir, 'home/vms', VM, 'vm.json'), 'utf8').catch(() => '{}'),
-  ) as {
-    uuid?: string;
-  };
-  if (pid && spec.uuid && (await isQemuFor(pid, spec.uuid))) process.kill(pid, 'SIGKILL');
+  for (const name of [VM, 'screen']) {
+    const pid = await readPidfile(path.join(dir, 'run/vms', name, 'qemu.pid'));
+    const spec = JSON.parse(
+      await readFile(path.join(dir, 'home/vms', name, 'vm.json'), 'utf8').catch(() => '{}'),
+    ) as { uuid?: string };
+    if (pid && spec.uuid && (await isQemuFor(pid, spec.uuid))) process.kill(pid, 'SIGKILL');
+  }
   daemon.kill('SIGKILL');
   await rm(dir, { recursive: true, force: true });
 });
@@ -146,6 +152,21 @@ test('log in with the phyllome ui URL, then start, pause, resume, use the consol
   await shot('5-stopped');
   // The CLI sees what the page shows.
   expect(JSON.parse(await phyllome(['status', VM, '--json'])).state).toBe('stopped');
+});
+
+test("a VM's page shows its screen through the daemon's VNC bridge", async ({ page }, info) => {
+  await createGuest('screen', ['--graphics', 'vga']);
+  await phyllome(['start', 'screen']);
+  try {
+    const { url } = JSON.parse(await phyllome(['ui', '--json'])) as { url: string };
+    await page.goto(url);
+    await page.getByRole('link', { name: 'screen' }).click();
+    await expect(page.getByText('Connected', { exact: true })).toBeVisible({ timeout: 15_000 });
+    await expect(page.getByRole('application', { name: 'Screen of screen' }).locator('canvas')).toBeVisible();
+    await page.screenshot({ path: info.outputPath('screen.png') });
+  } finally {
+    await phyllome(['stop', 'screen', '--force']);
+  }
 });
 
 test('a page opened without logging in says how to log in', async ({ page }) => {

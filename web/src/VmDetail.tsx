@@ -16,8 +16,9 @@ import { VmActions, VmState } from './VmActions.js';
 import { VmAlerts } from './VmList.js';
 import { useVms } from './vms.js';
 
-// xterm.js loads only when a console is shown: the list page stays small.
+// xterm.js and noVNC load only when a console is shown: the list page stays small.
 const SerialConsole = lazy(() => import('./SerialConsole.js'));
+const Screen = lazy(() => import('./Screen.js'));
 
 export function VmDetail({ name }: { name: string }) {
   const v = useVms();
@@ -57,6 +58,20 @@ export function VmDetail({ name }: { name: string }) {
                 <DescriptionListDescription>{vm.spec.memory}</DescriptionListDescription>
               </DescriptionListGroup>
             </DescriptionList>
+            {vm.spec.graphics.device !== 'none' && (
+              <>
+                <Title headingLevel="h3" className="pf-v6-u-mt-lg pf-v6-u-mb-sm">
+                  Screen
+                </Title>
+                {live ? (
+                  <Suspense fallback={<Spinner size="lg" aria-label="Loading the screen" />}>
+                    <Screen name={vm.name} />
+                  </Suspense>
+                ) : (
+                  <p>The screen shows when the VM runs.</p>
+                )}
+              </>
+            )}
             <Title headingLevel="h3" className="pf-v6-u-mt-lg pf-v6-u-mb-sm">
               Serial console
             </Title>

@@ -3,7 +3,7 @@ export interface Vm {
   name: string;
   state: 'stopped' | 'starting' | 'running' | 'paused' | 'stopping';
   reason?: string;
-  spec: { memory: string; cpus: number; os?: string };
+  spec: { memory: string; cpus: number; os?: string; graphics: { device: string } };
 }
 
 /** A daemon event from /v1/events (src/daemon/vms.ts VmEvent). */
