@@ -15,6 +15,19 @@ export const needsSealing = (spec: VmSpec): boolean =>
   spec.disks.some((d) => d.encrypted) &&
   ((spec.firmware.type === 'uefi' && !spec.firmware.nvramEncrypted) || (spec.tpm && !spec.tpmEncrypted));
 
+/** What a VM waiting for that tells its user (VmInfo warnings), or nothing. */
+export function sealingWarning(spec: VmSpec): string | undefined {
+  if (!needsSealing(spec)) return undefined;
+  const plain = [
+    spec.firmware.type === 'uefi' && !spec.firmware.nvramEncrypted ? 'UEFI variables' : undefined,
+    spec.tpm && !spec.tpmEncrypted ? 'TPM state' : undefined,
+  ].filter(Boolean);
+  return (
+    `its ${plain.join(' and ')} ${plain.length > 1 ? 'are' : 'is'} not encrypted yet (its first ` +
+    'encrypted disk came later): that happens at its next start, once it has no snapshots'
+  );
+}
+
 export interface SealRequest {
   spec: VmSpec;
   dir: string;

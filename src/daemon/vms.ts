@@ -47,7 +47,7 @@ import { replan, type Change } from '../bundle/replan.js';
 import { FirmwareError } from '../host/firmware.js';
 import { introspectQemu, type QemuFeatures } from '../host/qemu-features.js';
 import { SerialHub } from './serial.js';
-import { needsSealing, sealState } from './seal.js';
+import { needsSealing, sealingWarning, sealState } from './seal.js';
 import { checkClone, cloneSpec, encryptedBases, makeClone, unusedBases, type CloneRequest } from './clone.js';
 import { vmNameProblem } from '../spec/names.js';
 import {
@@ -375,13 +375,14 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
   }
 
   private async warnings(vm: Vm): Promise<string[]> {
-    if (vm.state === 'stopped') return [];
+    const sealing = sealingWarning(vm.spec);
+    if (vm.state === 'stopped') return sealing ? [sealing] : [];
     const decision = vm.accel === 'tcg' ? await this.host.accel : undefined;
     const slirp = (vm.nets ?? []).flatMap((w, i) => {
       const net = vm.spec.nics[i]?.net;
       return w.kind === 'slirp' && net?.type === 'user' ? [chooseUserBackend(net, false).warning] : [];
     });
-    return [decision?.warning, ...slirp].filter((w): w is string => !!w);
+    return [decision?.warning, ...slirp, sealing].filter((w): w is string => !!w);
   }
 
   /** Each NIC as the user sees it: the wiring it started with, else what a start would choose now. */

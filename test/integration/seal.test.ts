@@ -45,9 +45,13 @@ describe('a VM that gets its first encrypted disk later', () => {
     await ok(h, ['disk', 'add', 'late', '--size', '32M']);
     const added = await json<Vm>(h, ['status', 'late']);
     expect(added.spec.disks[1]!.encrypted).toBe(true);
+    expect(added.warnings).toEqual([
+      expect.stringMatching(/UEFI variables and TPM state are not encrypted yet/),
+    ]);
     await boot();
     const vm = await json<Vm>(h, ['status', 'late']);
     expect(vm.spec.tpmEncrypted).toBe(true);
+    expect(vm.warnings).toEqual([]);
     expect(vm.spec.firmware).toMatchObject({ type: 'uefi', nvramEncrypted: true });
     expect((await imageInfo({ file: nvram })).encrypted).toBe(true);
     expect(await tpmStatePlain(tpm)).toBe(false);

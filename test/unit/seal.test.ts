@@ -2,7 +2,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { needsSealing, sealState } from '../../src/daemon/seal.js';
+import { needsSealing, sealingWarning, sealState } from '../../src/daemon/seal.js';
 import { parseSpec } from '../../src/spec/schema.js';
 
 const identity = {
@@ -39,6 +39,15 @@ describe('UEFI variables and TPM state of a VM that got an encrypted disk later'
     expect(needsSealing({ ...late, tpmEncrypted: true, firmware: sealedVars })).toBe(false);
     expect(needsSealing({ ...late, tpm: false, firmware: sealedVars })).toBe(false);
     expect(needsSealing({ ...late, tpmEncrypted: false, firmware: sealedVars })).toBe(true);
+  });
+
+  it("say so in the VM's warnings, naming what is still plain", () => {
+    expect(sealingWarning(late)).toBe(
+      'its UEFI variables and TPM state are not encrypted yet (its first encrypted disk came later): ' +
+        'that happens at its next start, once it has no snapshots',
+    );
+    expect(sealingWarning({ ...late, firmware: sealedVars })).toMatch(/^its TPM state is not encrypted yet/);
+    expect(sealingWarning({ ...late, disks: [late.disks[0]!] })).toBeUndefined();
   });
 
   it('stay as they are while snapshots hold plain copies, and the spec is not rewritten', async () => {
