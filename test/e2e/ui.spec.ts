@@ -147,14 +147,19 @@ test('log in with the phyllome ui URL, then start, pause, resume, use the consol
 
   await page.getByRole('button', { name: `Force off ${VM}` }).click();
   await expect(page.getByText('stopped', { exact: true })).toBeVisible({ timeout: 15_000 });
-  await page.getByRole('link', { name: 'Virtual machines' }).click();
+  await page
+    .getByRole('navigation', { name: 'Breadcrumb' })
+    .getByRole('link', { name: 'Virtual machines' })
+    .click();
   await expect(state('stopped')).toBeVisible();
   await shot('5-stopped');
   // The CLI sees what the page shows.
   expect(JSON.parse(await phyllome(['status', VM, '--json'])).state).toBe('stopped');
 });
 
-test("a VM's page shows its screen through the daemon's VNC bridge", async ({ page }, info) => {
+test("a VM's page shows its screen through the daemon's VNC bridge; the host page", async ({
+  page,
+}, info) => {
   await createGuest('screen', ['--graphics', 'vga']);
   await phyllome(['start', 'screen']);
   try {
@@ -164,6 +169,14 @@ test("a VM's page shows its screen through the daemon's VNC bridge", async ({ pa
     await expect(page.getByText('Connected', { exact: true })).toBeVisible({ timeout: 15_000 });
     await expect(page.getByRole('application', { name: 'Screen of screen' }).locator('canvas')).toBeVisible();
     await page.screenshot({ path: info.outputPath('screen.png') });
+
+    // The host page: what `phyllome host` and `phyllome host check` say.
+    await page.getByRole('navigation', { name: 'Sections' }).getByRole('link', { name: 'Host' }).click();
+    expect(new URL(page.url()).pathname).toBe('/host');
+    await expect(page.getByText(/^(KVM|TCG)$/)).toBeVisible();
+    const checks = page.getByRole('grid', { name: 'Host checks' });
+    await expect(checks.getByRole('row').nth(1)).toBeVisible({ timeout: 60_000 });
+    await page.screenshot({ path: info.outputPath('host.png') });
   } finally {
     await phyllome(['stop', 'screen', '--force']);
   }

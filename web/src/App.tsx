@@ -1,7 +1,18 @@
-import { Masthead, MastheadBrand, MastheadMain, Page, PageSection, Title } from '@patternfly/react-core';
+import {
+  Button,
+  Flex,
+  Masthead,
+  MastheadBrand,
+  MastheadContent,
+  MastheadMain,
+  Page,
+  PageSection,
+  Title,
+} from '@patternfly/react-core';
 import { useEffect, useState } from 'react';
 import { call } from './api.js';
-import { usePath } from './nav.js';
+import { Host } from './Host.js';
+import { link, usePath } from './nav.js';
 import { VmDetail } from './VmDetail.js';
 import { VmList } from './VmList.js';
 import { LoginProblem } from './LoginProblem.js';
@@ -30,11 +41,17 @@ function useLogin(): Login {
   return login;
 }
 
-/** The page for a path: the VM list, or one VM. */
+/** The page for a path: the VM list, one VM, or the host. */
 function Route({ path }: { path: string }) {
+  if (path === '/host') return <Host />;
   const vm = /^\/vms\/([^/]+)$/.exec(path)?.[1];
   return vm ? <VmDetail name={decodeURIComponent(vm)} /> : <VmList />;
 }
+
+const sections = [
+  { to: '/', label: 'Virtual machines' },
+  { to: '/host', label: 'Host' },
+];
 
 export function App() {
   const login = useLogin();
@@ -48,6 +65,23 @@ export function App() {
           </Title>
         </MastheadBrand>
       </MastheadMain>
+      <MastheadContent>
+        <nav aria-label="Sections">
+          <Flex>
+            {sections.map((s) => (
+              <Button
+                key={s.to}
+                variant="link"
+                component="a"
+                {...link(s.to)}
+                aria-current={(s.to === '/host') === (path === '/host') ? 'page' : undefined}
+              >
+                {s.label}
+              </Button>
+            ))}
+          </Flex>
+        </nav>
+      </MastheadContent>
     </Masthead>
   );
   return (
