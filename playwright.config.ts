@@ -14,6 +14,8 @@ export default defineConfig({
     headless: true,
     launchOptions: { executablePath: '/usr/bin/chromium' },
     viewport: { width: 1280, height: 720 },
+    // A step that cannot happen fails the test in seconds, not at its whole timeout.
+    actionTimeout: 30_000,
     screenshot: 'on',
   },
 });

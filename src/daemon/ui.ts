@@ -141,7 +141,7 @@ export function registerUi(
   };
   const page = { config: { public: true }, schema: { hide: true } };
   // The page's own routes (web/src/App.tsx), all the one page.
-  for (const route of ['/', '/login', '/vms/:name', '/host'])
+  for (const route of ['/', '/login', '/vms/:name', '/host', '/create'])
     api.get(route, page, (_req, reply) => send('index.html', false, reply));
   api.get(
     '/assets/:file',

@@ -182,6 +182,33 @@ test("a VM's page shows its screen through the daemon's VNC bridge; the host pag
   }
 });
 
+test('the create wizard plans a VM for an OS, shows each choice with its reason, and creates it', async ({
+  page,
+}, info) => {
+  const { url } = JSON.parse(await phyllome(['ui', '--json'])) as { url: string };
+  await page.goto(url);
+  await page.getByRole('link', { name: 'Create VM' }).click();
+  await page.getByLabel(/^Name/).fill('wiz');
+  await page.getByLabel(/^Operating system/).fill('debian11');
+  await page.getByLabel(/^Use/).selectOption('server');
+  await page.getByRole('button', { name: 'Next' }).click();
+  await page.getByLabel(/^Memory/).fill('512M');
+  await page.getByLabel(/^New disk size/).fill('1G');
+  await page.getByRole('button', { name: 'Next' }).click();
+  const plan = page.getByRole('grid', { name: 'Plan' });
+  await expect(plan.getByRole('row', { name: /^machine q35/ })).toBeVisible({ timeout: 30_000 });
+  await page.screenshot({ path: info.outputPath('plan.png') });
+  await page.getByRole('button', { name: 'Create' }).click();
+  await expect(page.getByRole('heading', { name: 'wiz' })).toBeVisible({ timeout: 60_000 });
+  expect(new URL(page.url()).pathname).toBe('/vms/wiz');
+  const vm = JSON.parse(await phyllome(['status', 'wiz', '--json'])) as {
+    state: string;
+    spec: Record<string, unknown>;
+  };
+  expect(vm.state).toBe('stopped');
+  expect(vm.spec).toMatchObject({ os: 'debian11', memory: '512M' });
+});
+
 test('a page opened without logging in says how to log in', async ({ page }) => {
   await page.goto(`http://127.0.0.1:${port}/`);
   await expect(page.getByText('Not logged in')).toBeVisible();

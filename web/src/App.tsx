@@ -11,6 +11,7 @@ import {
 } from '@patternfly/react-core';
 import { useEffect, useState } from 'react';
 import { call } from './api.js';
+import { CreateVm } from './CreateVm.js';
 import { Host } from './Host.js';
 import { link, usePath } from './nav.js';
 import { VmDetail } from './VmDetail.js';
@@ -41,9 +42,10 @@ function useLogin(): Login {
   return login;
 }
 
-/** The page for a path: the VM list, one VM, or the host. */
+/** The page for a path: the VM list, one VM, the create wizard, or the host. */
 function Route({ path }: { path: string }) {
   if (path === '/host') return <Host />;
+  if (path === '/create') return <CreateVm />;
   const vm = /^\/vms\/([^/]+)$/.exec(path)?.[1];
   return vm ? <VmDetail name={decodeURIComponent(vm)} /> : <VmList />;
 }

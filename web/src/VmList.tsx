@@ -1,4 +1,4 @@
-import { Alert, AlertActionCloseButton, Title } from '@patternfly/react-core';
+import { Alert, AlertActionCloseButton, Button, Flex, Title } from '@patternfly/react-core';
 import { Table, Tbody, Td, Th, Thead, Tr } from '@patternfly/react-table';
 import { LoginProblem } from './LoginProblem.js';
 import { link, vmPath } from './nav.js';
@@ -29,7 +29,12 @@ export function VmList() {
   if (v.loggedOut) return <LoginProblem message={v.loggedOut} />;
   return (
     <>
-      <Title headingLevel="h2">Virtual machines</Title>
+      <Flex justifyContent={{ default: 'justifyContentSpaceBetween' }}>
+        <Title headingLevel="h2">Virtual machines</Title>
+        <Button variant="primary" component="a" {...link('/create')}>
+          Create VM
+        </Button>
+      </Flex>
       <VmAlerts v={v} />
       <Table aria-label="Virtual machines" variant="compact">
         <Thead>

@@ -11,15 +11,20 @@ export function usePath(): string {
   return path;
 }
 
-/** href and onClick for an in-page link: no reload, the address bar and history still right. */
+/** Shows another page of this one: no reload, the address bar and history still right. */
+export function go(to: string): void {
+  history.pushState(null, '', to);
+  dispatchEvent(new PopStateEvent('popstate'));
+}
+
+/** href and onClick for an in-page link (a modified click still opens a new tab). */
 export function link(to: string) {
   return {
     href: to,
     onClick: (e: MouseEvent) => {
       if (e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
       e.preventDefault();
-      history.pushState(null, '', to);
-      dispatchEvent(new PopStateEvent('popstate'));
+      go(to);
     },
   };
 }
