@@ -57,54 +57,95 @@ export async function zstdCompressor(envPath = process.env.PATH): Promise<Duplex
   return zstd;
 }
 
-async function writeEntry(
-  pack: tar.Pack,
-  name: string,
-  size: number,
-  src: Iterable<Buffer> | AsyncIterable<Buffer>,
-  onBytes?: (n: number) => void,
-): Promise<Member> {
-  const hash = createHash('sha256');
-  const entry = pack.entry({ name, size, mode: 0o600, type: 'file', mtime: new Date(0) });
-  const done = new Promise<void>((resolve, reject) =>
-    entry.once('error', reject).once('finish', () => resolve()),
-  );
-  for await (const chunk of src) {
-    hash.update(chunk);
-    onBytes?.(chunk.length);
-    if (!entry.write(chunk)) await once(entry, 'drain');
+const BLOCK = 512;
+
+/**
+ * Pure: a ustar header for a plain file (mode 0600, mtime 0, so a bundle's bytes depend only on its
+ * content). Sizes of 8 GiB and more use GNU's base-256 field, which tar and tar-stream read; names
+ * past 100 bytes go into the prefix field.
+ */
+export function tarHeader(name: string, size: number): Buffer {
+  const h = Buffer.alloc(BLOCK);
+  const cut = Buffer.byteLength(name) > 100 ? name.lastIndexOf('/') : -1;
+  const [prefix, base] = cut > 0 ? [name.slice(0, cut), name.slice(cut + 1)] : ['', name];
+  if (Buffer.byteLength(base) > 100 || Buffer.byteLength(prefix) > 155) {
+    throw new Error(`member name too long for tar: ${name}`);
   }
-  entry.end(Buffer.alloc(0));
-  await done;
-  return { path: name, size, sha256: hash.digest('hex') };
+  const octal = (value: number, width: number, at: number) =>
+    h.write(value.toString(8).padStart(width - 1, '0') + '\0', at, 'ascii');
+  h.write(base, 0, 'utf8');
+  octal(0o600, 8, 100);
+  octal(0, 8, 108);
+  octal(0, 8, 116);
+  if (size < 8 ** 11) octal(size, 12, 124);
+  else {
+    h[124] = 0x80;
+    h.writeBigUInt64BE(BigInt(size), 128);
+  }
+  octal(0, 12, 136);
+  h.fill(' ', 148, 156);
+  h.write('0', 156, 'ascii');
+  h.write('ustar\u000000', 257, 'ascii');
+  h.write(prefix, 345, 'utf8');
+  let sum = 0;
+  for (const b of h) sum += b;
+  h.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 'ascii');
+  return h;
 }
 
-/** One streamed bundle: the members in order, then the manifest of their hashes, compressed. */
+/**
+ * One streamed bundle: the members in order, then the manifest of their hashes, compressed. The tar
+ * is written here (headers, data, padding) rather than through a tar library: its per-chunk
+ * machinery cost more than hashing the data.
+ */
 export function packBundle(o: PackOptions): Readable {
-  const pack = tar.pack();
+  const tarStream = new PassThrough({ highWaterMark: 4 << 20 });
   const out = new PassThrough();
-  pipeline(pack as unknown as Readable, o.compressor, out).then(
+  pipeline(tarStream, o.compressor, out).then(
     () => undefined,
     () => undefined,
   );
+  const put = async (b: Buffer) => {
+    if (!tarStream.write(b)) await once(tarStream, 'drain');
+  };
+  const entry = async (
+    name: string,
+    size: number,
+    src: Iterable<Buffer> | AsyncIterable<Buffer>,
+    onBytes?: (n: number) => void,
+  ): Promise<Member> => {
+    const hash = createHash('sha256');
+    await put(tarHeader(name, size));
+    let written = 0;
+    for await (const chunk of src) {
+      hash.update(chunk);
+      written += chunk.length;
+      onBytes?.(chunk.length);
+      await put(chunk);
+    }
+    // The header promised `size` bytes: a file that changed meanwhile would corrupt the tar.
+    if (written !== size) throw new Error(`${name} changed size while it was read`);
+    if (size % BLOCK) await put(Buffer.alloc(BLOCK - (size % BLOCK)));
+    return { path: name, size, sha256: hash.digest('hex') };
+  };
   const fill = async () => {
     const members: Member[] = [];
     for (const m of o.members) {
       if ('data' in m) {
-        members.push(await writeEntry(pack, m.name, m.data.length, [m.data]));
+        members.push(await entry(m.name, m.data.length, [m.data]));
       } else {
         const file = await m.file();
         const { size } = await stat(file);
         members.push(
-          await writeEntry(pack, m.name, size, createReadStream(file, { highWaterMark: 1 << 20 }), o.onBytes),
+          await entry(m.name, size, createReadStream(file, { highWaterMark: 1 << 20 }), o.onBytes),
         );
       }
     }
     const manifest: Manifest = { ...o.manifest, members };
     if (o.macKey) manifest.mac = manifestMac(o.macKey, manifest);
     const text = Buffer.from(JSON.stringify(manifest, null, 2) + '\n');
-    await writeEntry(pack, MANIFEST_MEMBER, text.length, [text]);
-    pack.finalize();
+    await entry(MANIFEST_MEMBER, text.length, [text]);
+    tarStream.end(Buffer.alloc(2 * BLOCK));
   };
   fill().then(
     () => o.onDone?.(),
@@ -112,7 +153,7 @@ export function packBundle(o: PackOptions): Readable {
       o.onDone?.(e);
       // A failed export must not look complete: the reader sees an error, not a clean end.
       out.destroy(e);
-      pack.destroy(e);
+      tarStream.destroy(e);
     },
   );
   return out;

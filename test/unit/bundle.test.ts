@@ -8,7 +8,13 @@ import { createWriteStream } from 'node:fs';
 import { constants, zstdCompressSync, zstdDecompressSync } from 'node:zlib';
 import tar from 'tar-stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BundleError, packBundle, unpackBundle, zstdCompressor } from '../../src/bundle/archive.js';
+import {
+  BundleError,
+  packBundle,
+  tarHeader,
+  unpackBundle,
+  zstdCompressor,
+} from '../../src/bundle/archive.js';
 import { BUNDLE_DIR, bundleLayout, unbundledPaths } from '../../src/bundle/layout.js';
 import { manifestProblems, memberProblem, type Manifest } from '../../src/bundle/manifest.js';
 import { replan, type ImportHost } from '../../src/bundle/replan.js';
@@ -147,6 +153,20 @@ describe('bundle archive', () => {
       m.data = Buffer.from(JSON.stringify(man));
     });
     expect((await unpack(forged, key)).problems[0]).toMatch(/altered/);
+  });
+
+  it('writes sizes past 8 GiB in base-256 and long names into the prefix, as tar readers expect', async () => {
+    const name = `snapshots/${'a'.repeat(63)}/tpm/${'b'.repeat(64)}`;
+    const extract = tar.extract();
+    extract.on('error', () => undefined);
+    const header = new Promise<tar.Header>((resolve) =>
+      extract.on('entry', (h, stream) => {
+        resolve(h);
+        stream.resume();
+      }),
+    );
+    extract.write(tarHeader(name, 9 * 2 ** 30));
+    expect(await header).toMatchObject({ name, size: 9 * 2 ** 30, type: 'file', mode: 0o600 });
   });
 
   it('names only what a VM folder holds', () => {
