@@ -209,6 +209,25 @@ test('the create wizard plans a VM for an OS, shows each choice with its reason,
   expect(vm.spec).toMatchObject({ os: 'debian11', memory: '512M' });
 });
 
+test('every page fits 1280x720 and 4K without scrolling sideways', async ({ page }, info) => {
+  const { url } = JSON.parse(await phyllome(['ui', '--json'])) as { url: string };
+  await page.goto(url);
+  await expect(page.getByRole('grid', { name: 'Virtual machines' })).toBeVisible();
+  for (const size of [
+    { width: 1280, height: 720 },
+    { width: 3840, height: 2160 },
+  ]) {
+    await page.setViewportSize(size);
+    for (const path of ['/', `/vms/${VM}`, '/host', '/create']) {
+      await page.goto(`http://127.0.0.1:${port}${path}`);
+      await expect(page.getByRole('heading', { level: 2 }).first()).toBeVisible();
+      const overflow = Number(await page.evaluate('document.documentElement.scrollWidth - innerWidth'));
+      expect(overflow, `${path} at ${size.width}×${size.height}`).toBeLessThanOrEqual(0);
+    }
+    await page.screenshot({ path: info.outputPath(`create-${size.width}x${size.height}.png`) });
+  }
+});
+
 test('a page opened without logging in says how to log in', async ({ page }) => {
   await page.goto(`http://127.0.0.1:${port}/`);
   await expect(page.getByText('Not logged in')).toBeVisible();
