@@ -155,6 +155,12 @@ test('log in with the phyllome ui URL, then start, pause, resume, use the consol
   await shot('5-stopped');
   // The CLI sees what the page shows.
   expect(JSON.parse(await phyllome(['status', VM, '--json'])).state).toBe('stopped');
+
+  // A VM made or deleted elsewhere comes and goes on the open page.
+  await createGuest('elsewhere');
+  await expect(page.getByRole('row', { name: /^elsewhere\b/ })).toBeVisible({ timeout: 5000 });
+  await phyllome(['delete', 'elsewhere']);
+  await expect(page.getByRole('row', { name: /^elsewhere\b/ })).toHaveCount(0, { timeout: 5000 });
 });
 
 test("a VM's page shows its screen through the daemon's VNC bridge; the host page", async ({
