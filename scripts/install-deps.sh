@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # qemu-system-gui carries the virgl device modules; Mesa gives llvmpipe when there is no GPU.
 # ovmf, swtpm and osinfo-db serve the guest planner (UEFI, TPM 2.0, OS knowledge); genisoimage makes
-# cloud-init seeds and the tests' install media; zstd compresses exports on every core. passt is
+# cloud-init seeds and the tests' install media; zstd makes and reads export bundles. passt is
 # user-mode networking without root; iproute2, dnsmasq-base and nftables make private networks
 # (bridge, DHCP, NAT); the test guest carries qemu-guest-agent. libvirt (its daemon, QEMU driver and
 # virsh) and xmllint (for virt-xml-validate) test the libvirt import and export.

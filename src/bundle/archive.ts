@@ -3,10 +3,10 @@ import { once } from 'node:events';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
-import { Duplex, PassThrough, type Readable } from 'node:stream';
-import { finished, pipeline } from 'node:stream/promises';
-import { constants, createZstdCompress, createZstdDecompress } from 'node:zlib';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { PassThrough, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { zstdCompressSync } from 'node:zlib';
 import tar from 'tar-stream';
 import { findBinary } from '../qemu/process.js';
 import {
@@ -27,34 +27,11 @@ export type Source = { name: string; data: Buffer } | { name: string; file: () =
 export interface PackOptions {
   members: Source[];
   manifest: Omit<Manifest, 'members' | 'mac'>;
-  /** From zstdCompressor(). */
-  compressor: Duplex;
   macKey?: Buffer;
   /** Bytes of member data written so far, for progress. */
   onBytes?: (bytes: number) => void;
   /** Runs once the bundle is fully written or has failed (removes temporary files). */
   onDone?: (error?: Error) => void;
-}
-
-/**
- * zstd at its default level 3: disk images compress at about the speed they are read, encrypted ones
- * (incompressible) pass through. The zstd program when installed, on every core (`-T0`): heavy work in
- * a child, not in the daemon. Otherwise Node's own, on one core (its ZSTD_c_nbWorkers loses output
- * in streaming mode); 1 MiB chunks, as Node's default 16 KiB costs a third more time in callbacks.
- */
-export async function zstdCompressor(envPath = process.env.PATH): Promise<Duplex> {
-  const binary = await findBinary('zstd', undefined, envPath);
-  if (!binary) {
-    return createZstdCompress({ params: { [constants.ZSTD_c_compressionLevel]: 3 }, chunkSize: 1 << 20 });
-  }
-  const child = spawn(binary, ['-q', '-3', '-T0', '-c'], { stdio: ['pipe', 'pipe', 'ignore'] });
-  const zstd = Duplex.from({ writable: child.stdin, readable: child.stdout });
-  child.once('exit', (code, signal) => {
-    if (code !== 0) zstd.destroy(new Error(`zstd failed (${code ?? signal})`));
-  });
-  // A bundle given up midway takes its compressor with it.
-  zstd.once('close', () => child.kill());
-  return zstd;
 }
 
 const BLOCK = 512;
@@ -93,67 +70,93 @@ export function tarHeader(name: string, size: number): Buffer {
   return h;
 }
 
+/** SHA-256 and length of a file, read on its own (beside `head`, which feeds zstd). */
+async function hashFile(
+  file: string,
+  onBytes?: (n: number) => void,
+): Promise<{ sha256: string; size: number }> {
+  const hash = createHash('sha256');
+  let size = 0;
+  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
+    hash.update(chunk);
+    size += chunk.length;
+    onBytes?.(chunk.length);
+  }
+  return { sha256: hash.digest('hex'), size };
+}
+
+const exited = (child: ChildProcess, what: string) =>
+  new Promise<void>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code, signal) =>
+      code === 0 ? resolve() : reject(new Error(`${what} failed (${code ?? signal})`)),
+    );
+  });
+
+async function zstdProgram(): Promise<string> {
+  const binary = await findBinary('zstd');
+  if (!binary) throw new BundleError('the zstd program is missing: apt-get install zstd');
+  return binary;
+}
+
 /**
- * One streamed bundle: the members in order, then the manifest of their hashes, compressed. The tar
- * is written here (headers, data, padding) rather than through a tar library: its per-chunk
- * machinery cost more than hashing the data.
+ * One streamed bundle: the members in order, then the manifest of their hashes, as a tar (written
+ * here, ustar) compressed by zstd at its default level. A bundle is a series of zstd frames, which
+ * zstd reads as one stream: each file is compressed by `zstd -T0` reading it directly, on every core
+ * (a pipe in between costs most of the gain), and the daemon adds small frames of tar headers, padding
+ * and JSON, and hashes the files on the side. File data never passes through the daemon uncompressed.
  */
-export function packBundle(o: PackOptions): Readable {
-  const tarStream = new PassThrough({ highWaterMark: 4 << 20 });
-  const out = new PassThrough();
-  pipeline(tarStream, o.compressor, out).then(
-    () => undefined,
-    () => undefined,
-  );
+export async function packBundle(o: PackOptions): Promise<Readable> {
+  const binary = await zstdProgram();
+  const out = new PassThrough({ highWaterMark: 1 << 20 });
+  let child: ChildProcess | undefined;
   const put = async (b: Buffer) => {
-    if (!tarStream.write(b)) await once(tarStream, 'drain');
+    if (!out.write(b)) await once(out, 'drain');
   };
-  const entry = async (
-    name: string,
-    size: number,
-    src: Iterable<Buffer> | AsyncIterable<Buffer>,
-    onBytes?: (n: number) => void,
-  ): Promise<Member> => {
-    const hash = createHash('sha256');
-    await put(tarHeader(name, size));
-    let written = 0;
-    for await (const chunk of src) {
-      hash.update(chunk);
-      written += chunk.length;
-      onBytes?.(chunk.length);
-      await put(chunk);
-    }
-    // The header promised `size` bytes: a file that changed meanwhile would corrupt the tar.
-    if (written !== size) throw new Error(`${name} changed size while it was read`);
-    if (size % BLOCK) await put(Buffer.alloc(BLOCK - (size % BLOCK)));
-    return { path: name, size, sha256: hash.digest('hex') };
-  };
+  const frame = (...parts: Buffer[]) => put(zstdCompressSync(Buffer.concat(parts)));
+  const padding = (size: number) => Buffer.alloc((BLOCK - (size % BLOCK)) % BLOCK);
   const fill = async () => {
     const members: Member[] = [];
     for (const m of o.members) {
       if ('data' in m) {
-        members.push(await entry(m.name, m.data.length, [m.data]));
-      } else {
-        const file = await m.file();
-        const { size } = await stat(file);
-        members.push(
-          await entry(m.name, size, createReadStream(file, { highWaterMark: 1 << 20 }), o.onBytes),
-        );
+        await frame(tarHeader(m.name, m.data.length), m.data, padding(m.data.length));
+        members.push({
+          path: m.name,
+          size: m.data.length,
+          sha256: createHash('sha256').update(m.data).digest('hex'),
+        });
+        continue;
       }
+      const file = await m.file();
+      const { size } = await stat(file);
+      await frame(tarHeader(m.name, size));
+      const hashed = hashFile(file, o.onBytes);
+      hashed.catch(() => undefined);
+      child = spawn(binary, ['-q', '-3', '-T0', '-c', file], { stdio: ['ignore', 'pipe', 'ignore'] });
+      const done = exited(child, `compressing ${m.name}`);
+      done.catch(() => undefined);
+      for await (const chunk of child.stdout! as AsyncIterable<Buffer>) await put(chunk);
+      await done;
+      child = undefined;
+      const h = await hashed;
+      // The header promised `size` bytes: a file that changed meanwhile would corrupt the tar.
+      if (h.size !== size) throw new Error(`${m.name} changed size while it was read`);
+      if (size % BLOCK) await frame(padding(size));
+      members.push({ path: m.name, size, sha256: h.sha256 });
     }
     const manifest: Manifest = { ...o.manifest, members };
     if (o.macKey) manifest.mac = manifestMac(o.macKey, manifest);
     const text = Buffer.from(JSON.stringify(manifest, null, 2) + '\n');
-    await entry(MANIFEST_MEMBER, text.length, [text]);
-    tarStream.end(Buffer.alloc(2 * BLOCK));
+    await frame(tarHeader(MANIFEST_MEMBER, text.length), text, padding(text.length), Buffer.alloc(2 * BLOCK));
+    out.end();
   };
   fill().then(
     () => o.onDone?.(),
     (e: Error) => {
       o.onDone?.(e);
       // A failed export must not look complete: the reader sees an error, not a clean end.
+      child?.kill();
       out.destroy(e);
-      tarStream.destroy(e);
     },
   );
   return out;
@@ -193,18 +196,18 @@ export async function unpackBundle(
   onBytes?: (n: number) => void,
 ): Promise<Unpacked> {
   const extract = tar.extract();
-  const zstd = createZstdDecompress({ chunkSize: 1 << 20 });
+  // zstd itself: it reads a series of frames as one stream, which Node's decompressor does not.
+  const zstd = spawn(await zstdProgram(), ['-q', '-d', '-c'], { stdio: ['pipe', 'pipe', 'ignore'] });
+  const inflated = exited(zstd, 'zstd (the bundle is not valid zstd data)');
+  inflated.catch(() => undefined);
+  zstd.stdin.on('error', () => undefined);
   // Not in the pipeline: a refused bundle's sender must still get an answer, so its stream is
   // drained rather than destroyed.
-  input.pipe(zstd);
-  input.once('error', (e) => zstd.destroy(e));
-  const piping = pipeline(zstd, extract as unknown as NodeJS.WritableStream);
+  input.pipe(zstd.stdin);
+  input.once('error', () => zstd.kill());
+  const piping = pipeline(zstd.stdout, extract as unknown as NodeJS.WritableStream);
   // Awaited after the entries; it may fail while one is being read, so it is never left unhandled.
   piping.catch(() => undefined);
-  // The decompressor may fail after the tar reader stopped (a cut at the very end): that error is
-  // awaited below, never left unhandled.
-  const inflated = finished(zstd);
-  inflated.catch(() => undefined);
   const memory = new Map<string, unknown>();
   const seen: Member[] = [];
   const names = new Set<string>();
@@ -257,8 +260,9 @@ export async function unpackBundle(
     await piping;
     await inflated;
   } catch (e) {
-    input.unpipe(zstd);
+    input.unpipe(zstd.stdin);
     input.resume();
+    zstd.kill();
     if (e instanceof BundleError || e === refusal) throw e;
     throw new BundleError(`the bundle is truncated or damaged: ${(e as Error).message}`);
   }

@@ -3,7 +3,7 @@ import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { BundleError, packBundle, unpackBundle, zstdCompressor, type Source } from '../bundle/archive.js';
+import { BundleError, packBundle, unpackBundle, type Source } from '../bundle/archive.js';
 import { bundleLayout } from '../bundle/layout.js';
 import {
   BUNDLE_FORMAT,
@@ -141,9 +141,8 @@ export async function exportBundle(r: ExportRequest): Promise<{ stream: Readable
   let shown = -1;
   let finish!: () => void;
   const done = new Promise<void>((resolve) => (finish = resolve));
-  const stream = packBundle({
+  const stream = await packBundle({
     members,
-    compressor: await zstdCompressor(),
     manifest: {
       format: BUNDLE_FORMAT,
       version: 1,
@@ -161,6 +160,8 @@ export async function exportBundle(r: ExportRequest): Promise<{ stream: Readable
       void (temp ? rm(temp, { recursive: true, force: true }) : Promise.resolve()).finally(finish);
       r.onProgress?.(100);
     },
+  }).catch((e: unknown) => {
+    throw e instanceof BundleError ? new UserError(e.message) : e;
   });
   return { stream, done };
 }

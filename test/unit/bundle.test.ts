@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { createReadStream } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -5,16 +6,10 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createWriteStream } from 'node:fs';
-import { constants, zstdCompressSync, zstdDecompressSync } from 'node:zlib';
+import { constants, zstdCompressSync } from 'node:zlib';
 import tar from 'tar-stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import {
-  BundleError,
-  packBundle,
-  tarHeader,
-  unpackBundle,
-  zstdCompressor,
-} from '../../src/bundle/archive.js';
+import { BundleError, packBundle, tarHeader, unpackBundle } from '../../src/bundle/archive.js';
 import { BUNDLE_DIR, bundleLayout, unbundledPaths } from '../../src/bundle/layout.js';
 import { manifestProblems, memberProblem, type Manifest } from '../../src/bundle/manifest.js';
 import { replan, type ImportHost } from '../../src/bundle/replan.js';
@@ -33,19 +28,18 @@ const head = {
   createdAt: '2026-01-01T00:00:00Z',
 };
 
-async function makeBundle(macKey?: Buffer, envPath?: string): Promise<string> {
+async function makeBundle(macKey?: Buffer): Promise<string> {
   const disk = path.join(dir, 'src.img');
   await writeFile(disk, Buffer.concat([Buffer.alloc(3 << 20, 1), Buffer.from('MARKER')]));
   const out = path.join(dir, 'a.phyllome');
   await pipeline(
-    packBundle({
+    await packBundle({
       members: [
         { name: 'vm.json', data: Buffer.from('{"name":"a"}') },
         { name: 'disk0.qcow2', file: async () => disk },
         { name: 'tpm/tpm2-00.permall', data: Buffer.from('tpm') },
       ],
       manifest: head,
-      compressor: await zstdCompressor(envPath),
       ...(macKey ? { macKey } : {}),
     }),
     createWriteStream(out),
@@ -74,7 +68,8 @@ async function retar(
       entries.push({ name: e.header.name, data: Buffer.concat(chunks) });
     }
   })();
-  extract.end(zstdDecompressSync(await readFile(file)));
+  // The zstd program: a bundle is a series of frames, which Node's decompressor stops after the first of.
+  extract.end(execFileSync('zstd', ['-q', '-d', '-c', file], { maxBuffer: 1 << 30 }));
   await reading;
   edit(entries);
   const pack = tar.pack();
@@ -96,12 +91,6 @@ describe('bundle archive', () => {
     expect(await readFile(path.join(u.to, 'tpm/tpm2-00.permall'), 'utf8')).toBe('tpm');
     // 3 MiB of one byte compresses to almost nothing.
     expect((await readFile(file)).length).toBeLessThan(4096);
-  });
-
-  it("reads what Node's own zstd wrote, where the zstd program is missing", async () => {
-    const u = await unpack(await makeBundle(undefined, ''));
-    expect(u.problems).toEqual([]);
-    expect((await readFile(path.join(u.to, 'disk0.qcow2'))).subarray(-6).toString()).toBe('MARKER');
   });
 
   it('finds a flipped byte in a member', async () => {
