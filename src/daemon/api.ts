@@ -34,7 +34,6 @@ import { pipeline, type Readable } from 'node:stream';
 import { createWebSocketStream } from 'ws';
 import { BUNDLE_TYPE, PASSPHRASE_HEADER } from '../bundle/manifest.js';
 import { hostFindings } from '../host/findings.js';
-import { introspectQemu } from '../host/qemu-features.js';
 import { readHost } from '../host/report.js';
 import { readStorage } from '../host/storage.js';
 import { planGraphics, planSeats } from '../guest/graphics-plan.js';
@@ -252,7 +251,6 @@ export async function buildApi(deps: ApiDeps) {
 
   // The host check reads under `root` (a recorded host replays like a live one); live probes run only
   // for the real root and are cached for the daemon's run.
-  let features: ReturnType<typeof introspectQemu> | undefined;
   api.get(
     '/v1/host/check',
     {
@@ -270,8 +268,7 @@ export async function buildApi(deps: ApiDeps) {
         throw new UserError('root must be an absolute path, like /srv/recorded-host');
       const report = await readHost(root);
       const live = root === '/';
-      features ??= introspectQemu(deps.qemu.binary);
-      const qemu = await features;
+      const qemu = await manager.host.features();
       const findings = hostFindings(
         report,
         live ? { accel: await deps.accel, qemu, storage: await readStorage(manager.layout.home) } : {},

@@ -9,6 +9,7 @@ import pino, { type Logger } from 'pino';
 import { Keystore } from '../storage/keystore.js';
 import { decideAccel } from '../host/accel.js';
 import { inspectQemu } from '../host/qemu-binary.js';
+import { introspectQemu, type QemuFeatures } from '../host/qemu-features.js';
 import { buildApi } from './api.js';
 import { GuestPlanner } from './planning.js';
 import { writeFileAtomic } from './files.js';
@@ -90,7 +91,10 @@ export async function runDaemon(options: DaemonOptions = {}): Promise<void> {
   );
   const keystore = new Keystore(path.join(layout.home, 'keystore.json'));
   await unlockFromFile(keystore, logger);
-  const manager = new VmManager(layout, { qemu, accel }, logger, keystore);
+  let features: Promise<QemuFeatures> | undefined;
+  // Asked once, when first needed (a plan, a host check, an import), never at start-up.
+  const host = { qemu, accel, features: () => (features ??= introspectQemu(qemu.binary)) };
+  const manager = new VmManager(layout, host, logger, keystore);
   const networks = new NetworkManager(layout, logger, (name) => manager.usersOfNetwork(name));
   // Networks first: VMs that outlived the daemon keep their taps on the bridges.
   await networks.load();
@@ -100,7 +104,7 @@ export async function runDaemon(options: DaemonOptions = {}): Promise<void> {
   let token: string | undefined;
   if (options.listen) token = await loadToken(options.tokenFile ?? path.join(layout.home, 'api-token'));
   const listener = options.listen ? parseLoopbackAddress(options.listen, '--listen') : undefined;
-  const planner = new GuestPlanner(qemu, accel);
+  const planner = new GuestPlanner(accel, host.features);
   const app = await buildApi({
     manager,
     networks,

@@ -1,7 +1,6 @@
 import type { AccelDecision } from '../host/accel.js';
 import { FIRMWARE_DIRS, FirmwareError, readFirmwareDescriptors } from '../host/firmware.js';
-import type { QemuInfo } from '../host/qemu-binary.js';
-import { introspectQemu, type QemuFeatures } from '../host/qemu-features.js';
+import type { QemuFeatures } from '../host/qemu-features.js';
 import { readHost } from '../host/report.js';
 import { planGraphics, type Intent } from '../guest/graphics-plan.js';
 import { identifyIso, IsoError } from '../guest/iso.js';
@@ -34,11 +33,10 @@ const VIRTIO_WIN = '/usr/share/virtio-win/virtio-win.iso';
 /** Gathers what the planner needs from this host (cached for the daemon's run) and runs it. */
 export class GuestPlanner {
   private osdb?: Promise<OsDb>;
-  private features?: Promise<QemuFeatures>;
 
   constructor(
-    private readonly qemu: QemuInfo,
     private readonly accel: Promise<AccelDecision>,
+    private readonly features: () => Promise<QemuFeatures>,
     private readonly env: NodeJS.ProcessEnv = process.env,
   ) {}
 
@@ -85,7 +83,7 @@ export class GuestPlanner {
     const virtioWin = this.env.PHYLLOME_VIRTIO_WIN ?? VIRTIO_WIN;
     const [report, features, accel, firmware, hasVirtioWin, passt] = await Promise.all([
       readHost('/'),
-      (this.features ??= introspectQemu(this.qemu.binary)),
+      this.features(),
       this.accel,
       readFirmwareDescriptors(firmwareDirs),
       exists(virtioWin),

@@ -45,7 +45,7 @@ import { liveCopy, liveParts } from './live-copy.js';
 import { unbundledPaths } from '../bundle/layout.js';
 import { replan, type Change } from '../bundle/replan.js';
 import { FirmwareError } from '../host/firmware.js';
-import { introspectQemu, type QemuFeatures } from '../host/qemu-features.js';
+import type { QemuFeatures } from '../host/qemu-features.js';
 import { SerialHub } from './serial.js';
 import { needsSealing, sealingWarning, sealState } from './seal.js';
 import { checkClone, cloneSpec, encryptedBases, makeClone, unusedBases, type CloneRequest } from './clone.js';
@@ -140,6 +140,8 @@ interface Vm {
 export interface HostFacts {
   qemu: QemuInfo;
   accel: Promise<AccelDecision>;
+  /** What this QEMU can do, asked once, when first needed. */
+  features: () => Promise<QemuFeatures>;
 }
 
 const LOCK_WAIT_MS = 120_000;
@@ -154,8 +156,6 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
   readonly store: StateStore;
   /** Private networks, for NICs that join one; set by the daemon once both exist. */
   networks?: NetworkManager;
-  /** What this QEMU can do, asked once (imports fit graphics to it). */
-  private qemuFeatures?: Promise<QemuFeatures>;
 
   constructor(
     readonly layout: Layout,
@@ -1016,7 +1016,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
           bundle.spec.nics.flatMap((n) =>
             n.net.type === 'network' && this.networks?.has(n.net.network) ? [n.net.network] : [],
           ),
-          async () => (await (this.qemuFeatures ??= introspectQemu(this.host.qemu.binary))).virtioVgaGl,
+          async () => (await this.host.features()).virtioVgaGl,
         );
         let planned;
         try {
