@@ -148,12 +148,7 @@ export class Client {
     if ((res.statusCode ?? 0) < 400) return res;
     let text = '';
     for await (const c of res) text += String(c);
-    const err = (JSON.parse(text || '{}') as { error?: { message: string; code: string } }).error;
-    throw new ApiError(
-      err?.message ?? `phyllomed answered ${res.statusCode}`,
-      res.statusCode ?? 0,
-      err?.code ?? 'error',
-    );
+    throw apiError(res.statusCode ?? 0, JSON.parse(text || '{}') as ErrorBody);
   }
 
   /** ws+unix URL of a daemon WebSocket endpoint. */
@@ -164,6 +159,12 @@ export class Client {
   }
 }
 
+type ErrorBody = { error?: { message: string; code: string } } | undefined;
+
+/** The daemon's error answer as an ApiError with its message. */
+const apiError = (status: number, body: ErrorBody): ApiError =>
+  new ApiError(body?.error?.message ?? `phyllomed answered ${status}`, status, body?.error?.code ?? 'error');
+
 /** One API call (bounded by `timeoutMs` when given); an error answer becomes an ApiError with its message. */
 export async function callDaemon<T>(
   to: DaemonAddress,
@@ -172,16 +173,7 @@ export async function callDaemon<T>(
   body?: unknown,
   timeoutMs?: number,
 ): Promise<T> {
-  const res = await request<T & { error?: { message: string; code: string } }>(
-    to,
-    method,
-    url,
-    body,
-    timeoutMs,
-  );
-  if (res.status >= 400) {
-    const err = res.body?.error;
-    throw new ApiError(err?.message ?? `phyllomed answered ${res.status}`, res.status, err?.code ?? 'error');
-  }
+  const res = await request<T & ErrorBody>(to, method, url, body, timeoutMs);
+  if (res.status >= 400) throw apiError(res.status, res.body);
   return res.body;
 }

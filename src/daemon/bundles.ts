@@ -19,6 +19,7 @@ import { readFirmwareDescriptors } from '../host/firmware.js';
 import { parseSpec, SpecError, type VmSpec } from '../spec/schema.js';
 import { deriveKey, KDF, open, seal, type Sealed } from '../storage/keystore.js';
 import { copyImage, imageInfo } from '../storage/qemu-img.js';
+import { isBridge } from '../net/ip.js';
 import { UserError } from './errors.js';
 import { exists, unlessMissing } from './files.js';
 
@@ -235,7 +236,7 @@ export async function importHost(
   for (const p of outside) if (await exists(p)) present.add(p);
   const links = await listDir('/sys/class/net');
   const bridges: string[] = [];
-  for (const l of links) if (await exists(`/sys/class/net/${l}/bridge`)) bridges.push(l);
+  for (const l of links) if (await isBridge(l)) bridges.push(l);
   return {
     firmware: fw.type === 'uefi' ? await readFirmwareDescriptors() : [],
     present,
