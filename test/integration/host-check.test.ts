@@ -46,10 +46,10 @@ describe('phyllome host check', () => {
 
   it('replays a recorded host: passthrough for Windows, a seat, no live probes', async () => {
     const h = home();
-    const root = path.join(import.meta.dirname, '../fixtures/hosts/desktop-amd-dgpu-isolated');
+    const root = path.join(import.meta.dirname, '../fixtures/real-hosts/desktop-amd-dgpu-isolated');
     const r = await cli(h, ['host', 'check', '--root', root]);
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/^ok {4}IOMMU on \(dmar0, dmar1\), 4 groups$/m);
+    expect(r.stdout).toMatch(/^ok {4}IOMMU on \(dmar0, dmar1\), 11 groups$/m);
     expect(r.stdout).toMatch(/^ {2}windows {2}vfio-passthrough \(0000:03:00\.0, 0000:03:00\.1\)/m);
     expect(r.stdout).toMatch(
       /^Seat 1: screen on 0000:03:00\.0 \+ 0000:03:00\.1, keyboard and mouse on USB controller 0000:00:14\.0$/m,

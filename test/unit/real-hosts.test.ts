@@ -1,8 +1,8 @@
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { planGraphics, planSeats } from '../../src/guest/graphics-plan.js';
-import { hostFindings } from '../../src/host/findings.js';
+import { hardwareArgs, planGraphics, planSeats, type Strategy } from '../../src/guest/graphics-plan.js';
+import { hostFindings, type Finding } from '../../src/host/findings.js';
 import { readHost, type HostReport } from '../../src/host/report.js';
 import { QEMU_72, QEMU_NEW } from '../fixtures/qemu.js';
 
@@ -16,6 +16,19 @@ beforeAll(async () => {
   expected = JSON.parse(await readFile(path.join(root, 'expected.json'), 'utf8')) as Record<string, unknown>;
   for (const name of Object.keys(expected)) reports.set(name, await readHost(path.join(root, name)));
 });
+
+const report = (name: string) => reports.get(name)!;
+const finding = (name: string, id: string): Finding | undefined =>
+  hostFindings(report(name)).find((f) => f.id === id);
+/** A plan in short: kind, then the devices or the display device. */
+const brief = (plan: Strategy[]) =>
+  plan.map((s) =>
+    [s.kind, ...(s.devices ?? []), ...(s.graphics ? [s.graphics.device, s.graphics.renderNode ?? ''] : [])]
+      .filter(Boolean)
+      .join(' '),
+  );
+const windows11 = (name: string) => brief(planGraphics(report(name), QEMU_72, 'windows', 'desktop'));
+const fedora = (name: string) => brief(planGraphics(report(name), QEMU_72, 'linux', 'desktop'));
 
 describe('hosts recorded in full detail', () => {
   it('every folder has its expected facts', async () => {
@@ -78,5 +91,203 @@ describe('hosts recorded in full detail', () => {
     expect(hostFindings(shared).find((f) => f.id === 'gpu-0000:01:00.0')?.level).toBe('warn');
     expect(planGraphics(shared, QEMU_72, 'windows', 'gaming').map((s) => s.kind)).toEqual(['virtio-2d']);
     expect(planSeats(reports.get('two-dgpus-two-seats')!, { allowBootGpu: true })).toHaveLength(2);
+  });
+});
+
+describe('findings and ranked plans of each recorded host', () => {
+  it('intel-laptop-gvtg: GVT-g slices for both guests; the only GPU stays with the host', () => {
+    const r = report('intel-laptop-gvtg');
+    expect(r.gpus[0]).toMatchObject({
+      vendor: 'intel',
+      bootVga: true,
+      isolated: true,
+      renderNode: 'renderD128',
+    });
+    expect(r.gpus[0]!.mdevTypes.map((t) => t.id)).toEqual(['i915-GVTg_V5_4', 'i915-GVTg_V5_8']);
+    expect(r.kvm).toEqual({ device: true, module: 'kvm_intel', nested: true });
+    expect(windows11('intel-laptop-gvtg')).toEqual([
+      'mdev 0000:00:02.0/i915-GVTg_V5_4',
+      'virtio-2d virtio-vga',
+    ]);
+    expect(fedora('intel-laptop-gvtg')).toEqual([
+      'mdev 0000:00:02.0/i915-GVTg_V5_4',
+      'virtio-virgl virtio-vga-gl /dev/dri/renderD128',
+      'virtio-2d virtio-vga',
+    ]);
+  });
+
+  it('desktop-amd-dgpu-isolated: the AMD card goes whole to the guest with its audio; virgl uses the iGPU', () => {
+    const gpu = report('desktop-amd-dgpu-isolated').gpus.find((g) => g.vendor === 'amd')!;
+    expect(gpu).toMatchObject({
+      isolated: true,
+      iommuGroup: 8,
+      companions: ['0000:03:00.1'],
+      resetMethods: ['bus'],
+    });
+    expect(finding('desktop-amd-dgpu-isolated', 'gpu-0000:03:00.0')).toMatchObject({ level: 'ok' });
+    expect(windows11('desktop-amd-dgpu-isolated')).toEqual([
+      'vfio-passthrough 0000:03:00.0 0000:03:00.1',
+      'virtio-2d virtio-vga',
+    ]);
+    expect(fedora('desktop-amd-dgpu-isolated')).toEqual([
+      'vfio-passthrough 0000:03:00.0 0000:03:00.1',
+      'virtio-virgl virtio-vga-gl /dev/dri/renderD128',
+      'virtio-2d virtio-vga',
+    ]);
+  });
+
+  it('nvidia-shared-group: not isolated (chipset USB and SATA share its group), so never passed through', () => {
+    expect(report('nvidia-shared-group').gpus[0]).toMatchObject({ isolated: false, iommuGroup: 2 });
+    const f = finding('nvidia-shared-group', 'gpu-0000:01:00.0')!;
+    expect(f.level).toBe('warn');
+    expect(f.title).toMatch(/shares IOMMU group 2 with 0000:02:00.0, 0000:02:00.1, 0000:05:00.0,/);
+    expect(f.fix).not.toMatch(/acs/i);
+    expect(windows11('nvidia-shared-group')).toEqual(['virtio-2d virtio-vga']);
+    expect(fedora('nvidia-shared-group')).toEqual([
+      'virtio-virgl virtio-vga-gl /dev/dri/renderD128',
+      'virtio-2d virtio-vga',
+    ]);
+  });
+
+  it('iommu-off: says which kernel argument and firmware switch turn it on', () => {
+    expect(report('iommu-off').iommu).toEqual({ enabled: false, units: [], groups: 0 });
+    expect(finding('iommu-off', 'iommu')).toMatchObject({
+      level: 'warn',
+      fix: 'Add "intel_iommu=on iommu=pt" to the kernel command line and turn on VT-d in the firmware setup',
+    });
+    expect(finding('iommu-off', 'kvm-nested')).toMatchObject({ title: 'Nested virtualization off' });
+    expect(windows11('iommu-off')).toEqual(['virtio-2d virtio-vga']);
+    expect(fedora('iommu-off')[0]).toBe('virtio-virgl virtio-vga-gl /dev/dri/renderD128');
+  });
+
+  it('no-virt-flags: tells to turn on VT-x in the firmware and that /dev/kvm is missing', () => {
+    expect(finding('no-virt-flags', 'cpu-virtualization')).toMatchObject({
+      level: 'fail',
+      fix: 'Turn on VT-x (Intel Virtualization Technology) in the firmware (BIOS/UEFI) setup',
+    });
+    expect(finding('no-virt-flags', 'kvm-device')).toMatchObject({
+      level: 'fail',
+      fix: 'Load the KVM module: modprobe kvm_intel',
+    });
+  });
+
+  it('intel-xe-sriov: a VF for each guest; the PF, whose VFs others use, is not handed out whole', () => {
+    const pf = report('intel-xe-sriov').gpus.find((g) => g.bdf === '0000:03:00.0')!;
+    expect(pf.sriov).toEqual({ totalVfs: 12, numVfs: 2, vfs: ['0000:03:00.1', '0000:03:00.2'] });
+    expect(pf.companions).toEqual([]);
+    expect(
+      report('intel-xe-sriov')
+        .gpus.filter((g) => g.isVf)
+        .map((g) => g.bdf),
+    ).toEqual(['0000:03:00.1', '0000:03:00.2']);
+    expect(windows11('intel-xe-sriov')).toEqual(['sriov-vf 0000:03:00.1', 'virtio-2d virtio-vga']);
+    expect(fedora('intel-xe-sriov')).toEqual([
+      'sriov-vf 0000:03:00.1',
+      'virtio-virgl virtio-vga-gl /dev/dri/renderD128',
+      'virtio-2d virtio-vga',
+    ]);
+  });
+
+  it('two-dgpus-two-seats: the non-boot card goes to the guest, the boot card stays with the host', () => {
+    const gpus = report('two-dgpus-two-seats').gpus;
+    expect(gpus.map((g) => [g.bdf, g.isolated, g.bootVga])).toEqual([
+      ['0000:21:00.0', true, true],
+      ['0000:4b:00.0', true, false],
+    ]);
+    expect(windows11('two-dgpus-two-seats')[0]).toBe('vfio-passthrough 0000:4b:00.0 0000:4b:00.1');
+    // One seat by default; two when the host gives up its own display, as an appliance host can.
+    expect(planSeats(report('two-dgpus-two-seats'))).toEqual([
+      { gpu: ['0000:4b:00.0', '0000:4b:00.1'], usb: '0000:22:00.3' },
+    ]);
+    expect(planSeats(report('two-dgpus-two-seats'), { allowBootGpu: true })).toEqual([
+      { gpu: ['0000:21:00.0', '0000:21:00.1'], usb: '0000:22:00.3' },
+      { gpu: ['0000:4b:00.0', '0000:4b:00.1'], usb: '0000:4c:00.3' },
+    ]);
+    expect(planSeats(report('nvidia-shared-group'), { allowBootGpu: true })).toEqual([]);
+    expect(planSeats(report('iommu-off'))).toEqual([]);
+    expect(fedora('two-dgpus-two-seats')[0]).toBe('vfio-passthrough 0000:4b:00.0 0000:4b:00.1');
+  });
+
+  it('amd-apu-only: the only GPU, without a reset method, is flagged and kept by the host', () => {
+    expect(finding('amd-apu-only', 'gpu-0000:07:00.0')).toMatchObject({
+      level: 'warn',
+      title: expect.stringMatching(/no reset method/),
+    });
+    expect(windows11('amd-apu-only')).toEqual(['virtio-2d virtio-vga']);
+    expect(fedora('amd-apu-only')).toEqual([
+      'virtio-virgl virtio-vga-gl /dev/dri/renderD128',
+      'virtio-2d virtio-vga',
+    ]);
+  });
+
+  it('kvm-unusable: a VM host without vmx; virgl falls back to llvmpipe', () => {
+    expect(finding('kvm-unusable', 'cpu-virtualization')).toMatchObject({
+      level: 'fail',
+      fix: 'This host is itself a VM: enable nested virtualization on the machine that runs it',
+    });
+    expect(report('kvm-unusable').kvm.device).toBe(true);
+    expect(fedora('kvm-unusable')).toEqual(['virtio-virgl virtio-vga-gl /dev/null', 'virtio-2d virtio-vga']);
+    const live = hostFindings(report('kvm-unusable'), {
+      accel: { accel: 'tcg', warning: 'KVM is not usable (the test vCPU did not run within 3000 ms)' },
+    });
+    expect(live.find((f) => f.id === 'kvm-usable')).toMatchObject({ level: 'fail' });
+  });
+
+  it('gives the exact QEMU devices for each hardware strategy', () => {
+    const whole = planGraphics(report('desktop-amd-dgpu-isolated'), QEMU_72, 'windows', 'desktop')[0]!;
+    expect(hardwareArgs(whole)).toEqual([
+      '-device',
+      'pcie-root-port,id=hostdev-port0,chassis=10',
+      '-device',
+      'vfio-pci,host=0000:03:00.0,bus=hostdev-port0,addr=00.0,multifunction=on',
+      '-device',
+      'vfio-pci,host=0000:03:00.1,bus=hostdev-port0,addr=00.1',
+    ]);
+    const vf = planGraphics(report('intel-xe-sriov'), QEMU_72, 'windows', 'desktop')[0]!;
+    expect(hardwareArgs(vf, { index: 1 })).toEqual([
+      '-device',
+      'pcie-root-port,id=hostdev-port1,chassis=11',
+      '-device',
+      'vfio-pci,host=0000:03:00.1,bus=hostdev-port1,addr=00.0',
+    ]);
+    const mdev = planGraphics(report('intel-laptop-gvtg'), QEMU_72, 'linux', 'desktop')[0]!;
+    expect(hardwareArgs(mdev, { mdevUuid: '4b20d080-1b54-4048-85b3-a6a62d165c01' })).toEqual([
+      '-device',
+      'vfio-pci-nohotplug,sysfsdev=/sys/bus/mdev/devices/4b20d080-1b54-4048-85b3-a6a62d165c01,display=on,ramfb=on',
+    ]);
+    expect(() => hardwareArgs(mdev)).toThrow(/uuid/);
+    expect(hardwareArgs(planGraphics(report('amd-apu-only'), QEMU_72, 'windows', 'desktop')[0]!)).toEqual([]);
+  });
+
+  it('with a newer QEMU: DRM native context, then venus, then virgl, only for Linux', () => {
+    const plan = planGraphics(report('amd-apu-only'), QEMU_NEW, 'linux', 'desktop');
+    expect(brief(plan)).toEqual([
+      'virtio-native-context virtio-gpu-gl-pci /dev/dri/renderD128',
+      'virtio-venus virtio-gpu-gl-pci /dev/dri/renderD128',
+      'virtio-virgl virtio-vga-gl /dev/dri/renderD128',
+      'virtio-2d virtio-vga',
+    ]);
+    expect(plan[0]!.graphics!.features).toEqual(['blob', 'drm_native_context']);
+    // NVIDIA has no DRM native context; Windows has none of these drivers.
+    expect(brief(planGraphics(report('nvidia-shared-group'), QEMU_NEW, 'linux', 'desktop'))[0]).toBe(
+      'virtio-venus virtio-gpu-gl-pci /dev/dri/renderD128',
+    );
+    expect(brief(planGraphics(report('amd-apu-only'), QEMU_NEW, 'windows', 'desktop'))).toEqual([
+      'virtio-2d virtio-vga',
+    ]);
+  });
+
+  it('server intent puts plain 2D first; gaming keeps hardware first', () => {
+    expect(brief(planGraphics(report('desktop-amd-dgpu-isolated'), QEMU_72, 'linux', 'server'))[0]).toBe(
+      'virtio-2d virtio-vga',
+    );
+    expect(brief(planGraphics(report('desktop-amd-dgpu-isolated'), QEMU_72, 'linux', 'gaming'))[0]).toMatch(
+      /^vfio-passthrough/,
+    );
+  });
+
+  it('without virgl in QEMU, Linux gets 2D and is told why', () => {
+    const plan = planGraphics(report('amd-apu-only'), { ...QEMU_72, virtioVgaGl: false }, 'linux', 'desktop');
+    expect(brief(plan)).toEqual(['virtio-2d virtio-vga']);
   });
 });
