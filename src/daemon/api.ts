@@ -41,6 +41,7 @@ import { Migrations } from './migrate.js';
 import { parseLoopbackAddress } from './migrate-plan.js';
 import { tcpRefusal, UiSessions, type TcpListener } from './ui-auth.js';
 import { registerUi } from './ui.js';
+import { StatsSampler } from './stats-sampler.js';
 
 const errorBody = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
 
@@ -65,6 +66,46 @@ const vmInfo = z.object({
     }),
   ),
   spec: vmSpec,
+});
+
+const nullableNumber = z.number().nullable();
+const statsSample = z.object({
+  vm: z.string(),
+  at: z.number().describe('milliseconds since the epoch'),
+  intervalMs: nullableNumber.describe('since the previous reading; null for the first'),
+  cpu: z.object({
+    percent: nullableNumber.describe('CPU time of the QEMU process, in percent of one host core'),
+    hostCores: z.number(),
+  }),
+  memory: z.object({
+    rssBytes: z.number().describe("the QEMU process's resident memory"),
+    configuredBytes: z.number().describe("the guest's memory"),
+    balloonBytes: nullableNumber.describe("the balloon's current size, where the VM has one"),
+  }),
+  disk: z.object({
+    readBytes: z.number(),
+    writeBytes: z.number(),
+    readBps: nullableNumber,
+    writeBps: nullableNumber,
+  }),
+  net: z
+    .object({
+      rxBytes: nullableNumber,
+      txBytes: nullableNumber,
+      rxBps: nullableNumber,
+      txBps: nullableNumber,
+    })
+    .describe('totals of the NICs that can be counted (tap, macvtap); null when none can'),
+  nics: z.array(
+    z.object({
+      index: z.number(),
+      rxBytes: nullableNumber,
+      txBytes: nullableNumber,
+      rxBps: nullableNumber,
+      txBps: nullableNumber,
+      note: z.string().optional(),
+    }),
+  ),
 });
 
 /** Stop also says whether the guest had to be forced off. */
@@ -829,6 +870,33 @@ export async function buildApi(deps: ApiDeps) {
       pipeline(ws, net.connect(vncPath), ws, () => socket.terminate());
     },
   );
+
+  // One route for both: a plain GET answers the latest sample, a WebSocket streams them.
+  const sampler = new StatsSampler((name) => manager.statsTarget(name));
+  api.route({
+    method: 'GET',
+    url: '/v1/vms/:name/stats',
+    schema: {
+      summary:
+        'Live statistics of a running VM: the latest sample (about a second to take when nobody watches); as a WebSocket, one JSON sample a second, taken only while watched',
+      params: nameParams,
+      response: { 200: statsSample, ...errors },
+    },
+    handler: (request) => sampler.latest(request.params.name),
+    wsHandler: (socket, request) => {
+      let unwatch: () => void;
+      try {
+        unwatch = sampler.watch(request.params.name, {
+          sample: (s) => socket.send(JSON.stringify(s)),
+          end: (why) => socket.close(4000, why.slice(0, 120)),
+        });
+      } catch (e) {
+        socket.close(4000, (e as Error).message.slice(0, 120));
+        return;
+      }
+      socket.on('close', () => unwatch());
+    },
+  });
 
   return app;
 }

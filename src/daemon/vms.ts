@@ -47,6 +47,7 @@ import { replan, type Change } from '../bundle/replan.js';
 import { FirmwareError } from '../host/firmware.js';
 import type { QemuFeatures } from '../host/qemu-features.js';
 import { SerialHub } from './serial.js';
+import type { StatsTarget } from './stats-sampler.js';
 import { needsSealing, sealingWarning, sealState } from './seal.js';
 import { checkClone, cloneSpec, encryptedBases, makeClone, unusedBases, type CloneRequest } from './clone.js';
 import { vmNameProblem } from '../spec/names.js';
@@ -1527,6 +1528,18 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     const vm = this.running(name, ['running', 'paused', 'stopping']);
     if (vm.spec.graphics.device === 'none') throw conflict(`VM "${name}" has no screen (graphics none)`);
     return runtimeFiles(this.layout, name).vnc;
+  }
+
+  /** What the stats sampler reads of a running or paused VM: its QEMU process, QMP and NIC wiring. */
+  statsTarget(name: string): StatsTarget {
+    const vm = this.running(name, ['running', 'paused']);
+    return {
+      pid: vm.pid!,
+      qmp: vm.qmp!,
+      nets: vm.nets ?? [],
+      configuredBytes: parseSize(vm.spec.memory),
+      balloon: vm.spec.balloon,
+    };
   }
 
   /** Detach from every QEMU without stopping any: VMs keep running for the next daemon. */
