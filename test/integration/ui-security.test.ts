@@ -4,9 +4,11 @@ import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import WebSocket from 'ws';
+import type { StatsSample } from '../../src/daemon/stats.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   cli,
+  copyDisk,
   createGuest,
   destroyHome,
   json,
@@ -14,6 +16,7 @@ import {
   ok,
   root,
   waitFor,
+  waitForReady,
   type TestHome,
 } from './helpers.js';
 
@@ -267,6 +270,50 @@ describe('the web UI login and the API over loopback TCP', () => {
     expect(await tcpListeners(daemon.pid!)).toContain(port);
     expect((await stat(path.join(h.run, 'vms/screen/vnc.sock'))).isSocket()).toBe(true);
     await ok(h, ['stop', 'screen', '--force']);
+  });
+
+  it("streams a running VM's statistics to a logged-in page only, and ends the stream when it stops", async () => {
+    await createGuest(h, 'stats', ['--disk', `${await copyDisk(h, 'stats.ext4')}:ro`]);
+    const cookie = await login();
+    const stopped = await send('GET', '/v1/vms/stats/stats', { cookie });
+    expect(stopped.status).toBe(409);
+    expect(JSON.parse(stopped.body).error.message).toMatch(/is stopped/);
+    await ok(h, ['start', 'stats']);
+    expect(await handshake('/v1/vms/stats/stats', {})).toBe(401);
+    expect(await handshake('/v1/vms/stats/stats', { cookie, origin: 'http://evil.example' })).toBe(403);
+
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/vms/stats/stats`, {
+      headers: { cookie, origin: own },
+    });
+    const samples: StatsSample[] = [];
+    ws.on('message', (d: Buffer) => samples.push(JSON.parse(d.toString()) as StatsSample));
+    const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+      ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })),
+    );
+    // The guest boots under TCG meanwhile: QEMU is busy.
+    await waitFor(`three samples (${samples.length})`, () => samples.length >= 3 || undefined, 10_000);
+    expect(samples[0]!.intervalMs).toBeNull();
+    for (const s of samples.slice(1)) {
+      expect(s.intervalMs).toBeGreaterThan(800);
+      expect(s.intervalMs).toBeLessThan(1500);
+      expect(s.cpu.percent).toBeGreaterThan(0);
+      expect(s.memory.rssBytes).toBeGreaterThan(10 * 2 ** 20);
+      expect(s.memory.configuredBytes).toBe(256 * 2 ** 20);
+    }
+    // Its NIC is user-mode: no counters, and a reason rather than a made-up zero.
+    expect(samples[1]!.net.rxBytes).toBeNull();
+    expect(samples[1]!.nics[0]!.note).toMatch(/user-mode networking \((passt|slirp)\)/);
+
+    await waitForReady(h, 'stats');
+    const latest = await send('GET', '/v1/vms/stats/stats', { cookie });
+    expect(latest.status).toBe(200);
+    const sample = JSON.parse(latest.body) as StatsSample;
+    // The kernel read the disk's partition table (and more) while booting.
+    expect(sample.disk.readBytes).toBeGreaterThan(0);
+    expect(sample.cpu.percent).not.toBeNull();
+
+    await ok(h, ['stop', 'stats', '--force']);
+    expect(await closed).toMatchObject({ code: 4000, reason: expect.stringMatching(/stats/) });
   });
 
   it('says how to serve the UI when the daemon does not listen on TCP', async () => {
