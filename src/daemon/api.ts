@@ -42,6 +42,8 @@ import { parseLoopbackAddress } from './migrate-plan.js';
 import { tcpRefusal, UiSessions, type TcpListener } from './ui-auth.js';
 import { registerUi } from './ui.js';
 import { StatsSampler } from './stats-sampler.js';
+import { ISO_TYPE, IsoStore } from './isos.js';
+import { isosDir } from './paths.js';
 
 const errorBody = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
 
@@ -363,6 +365,57 @@ export async function buildApi(deps: ApiDeps) {
         ...body,
         ...(cloudInit ? { cloudInitSeed: manager.cloudInitSeed(body.name) } : {}),
       });
+    },
+  );
+
+  const isos = new IsoStore(isosDir(manager.layout), (file) => deps.planner.identify(file));
+  const isoFile = z.object({
+    name: z.string(),
+    path: z.string(),
+    size: z.number(),
+    os: z.object({ shortId: z.string(), name: z.string() }).optional(),
+    problem: z.string().optional().describe('why no OS was identified'),
+  });
+  const isoParams = z.object({ name: z.string() });
+  api.get(
+    '/v1/isos',
+    {
+      schema: {
+        summary: 'Uploaded installer ISOs, each with the OS identified from its volume descriptor',
+        response: { 200: z.object({ isos: z.array(isoFile) }) },
+      },
+    },
+    async () => ({ isos: await isos.list() }),
+  );
+  // An ISO is streamed to disk as it arrives, never held in memory.
+  app.addContentTypeParser(ISO_TYPE, (_request, payload, done) => done(null, payload));
+  api.put(
+    '/v1/isos/:name',
+    {
+      schema: {
+        summary: `Upload an installer ISO (body: ${ISO_TYPE}) under PHYLLOME_HOME/isos`,
+        params: isoParams,
+        response: { 201: isoFile, ...errors },
+      },
+    },
+    async (request, reply) => {
+      if (request.headers['content-type']?.split(';')[0]?.trim() !== ISO_TYPE)
+        throw new UserError(`send the ISO's bytes as the body with content-type ${ISO_TYPE}`);
+      return reply.code(201).send(await isos.upload(request.params.name, request.body as Readable));
+    },
+  );
+  api.delete(
+    '/v1/isos/:name',
+    {
+      schema: {
+        summary: 'Delete an uploaded ISO',
+        params: isoParams,
+        response: { 204: z.null(), ...errors },
+      },
+    },
+    async (request, reply) => {
+      await isos.delete(request.params.name);
+      return reply.code(204).send(null);
     },
   );
 

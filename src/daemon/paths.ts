@@ -35,6 +35,8 @@ export const vmSpecFile = (layout: Layout, name: string): string => path.join(vm
 export const vmStatusFile = (layout: Layout, name: string): string =>
   path.join(vmDir(layout, name), 'status.json');
 export const vmsDir = (layout: Layout): string => path.join(layout.home, 'vms');
+/** Installer ISOs uploaded through the API (the web UI's wizard). */
+export const isosDir = (layout: Layout): string => path.join(layout.home, 'isos');
 export const daemonSocket = (layout: Layout): string => path.join(layout.run, 'phyllomed.sock');
 export const daemonPidfile = (layout: Layout): string => path.join(layout.run, 'phyllomed.pid');
 export const daemonLog = (layout: Layout): string => path.join(layout.home, 'phyllomed.log');

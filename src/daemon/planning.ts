@@ -2,7 +2,7 @@ import type { AccelDecision } from '../host/accel.js';
 import { FIRMWARE_DIRS, FirmwareError, readFirmwareDescriptors } from '../host/firmware.js';
 import type { QemuFeatures } from '../host/qemu-features.js';
 import { readHost } from '../host/report.js';
-import { planGraphics, type Intent } from '../guest/graphics-plan.js';
+import { planGraphics, type Intent, type Strategy } from '../guest/graphics-plan.js';
 import { identifyIso, IsoError } from '../guest/iso.js';
 import { loadOsDb, OsInfoError, resolveOs, searchOs, type OsDb, type OsEntry } from '../guest/osinfo.js';
 import { guestFamily, planGuest, type GuestPlan, type Overrides } from '../guest/plan.js';
@@ -25,6 +25,8 @@ export interface PlanBody {
 
 export interface PlanAnswer extends GuestPlan {
   os: { shortId: string; name: string; note?: string; identifiedFrom?: string };
+  /** The graphics strategies this host allows for the guest, best first (the plan took the first usable). */
+  graphics: Strategy[];
 }
 
 /** Where Fedora's virtio-win package puts the driver ISO; Debian has no package for it. */
@@ -53,6 +55,13 @@ export class GuestPlanner {
   async listOs(search?: string): Promise<{ version: string; entries: OsEntry[] }> {
     const db = await this.db().catch(osError);
     return { version: db.version, entries: searchOs(db, search) };
+  }
+
+  /** The OS on an installer ISO, as plan() would identify it. */
+  async identify(file: string): Promise<{ shortId: string; name: string }> {
+    const db = await this.db().catch(osError);
+    const { entry } = (await identifyIso(db, file).catch(osError)).match;
+    return { shortId: entry.shortId, name: entry.name };
   }
 
   async plan(body: PlanBody): Promise<PlanAnswer> {
@@ -89,6 +98,7 @@ export class GuestPlanner {
       exists(virtioWin),
       findPasst(),
     ]);
+    const graphics = planGraphics(report, features, guestFamily(os), intent);
     let plan: GuestPlan;
     try {
       plan = planGuest(
@@ -105,7 +115,7 @@ export class GuestPlanner {
         },
         {
           accel: accel.accel,
-          graphics: planGraphics(report, features, guestFamily(os), intent),
+          graphics,
           firmware,
           ...(hasVirtioWin ? { virtioWin } : {}),
           memoryBytes: report.memoryBytes,
@@ -128,6 +138,7 @@ export class GuestPlanner {
         ...(note ? { note } : {}),
         ...(identifiedFrom ? { identifiedFrom } : {}),
       },
+      graphics,
     };
   }
 }

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { constants } from 'node:fs';
-import { access, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -1189,8 +1189,17 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     return {
       disks: await Promise.all(
         vm.spec.disks.map(async (d, i) => {
-          const info = await imageInfo({ file: d.path, format: d.format }).catch(() => undefined);
-          return { ...d, id: diskId(d, i), ...(info ? { virtualSize: info.virtualSize } : {}) };
+          const [info, file] = await Promise.all([
+            imageInfo({ file: d.path, format: d.format }).catch(() => undefined),
+            stat(d.path).catch(() => undefined),
+          ]);
+          return {
+            ...d,
+            id: diskId(d, i),
+            ...(info ? { virtualSize: info.virtualSize } : {}),
+            // What it takes on the host now (sparse files and qcow2 grow as the guest writes).
+            ...(file ? { allocated: file.blocks * 512 } : {}),
+          };
         }),
       ),
     };
@@ -1659,7 +1668,7 @@ export interface ForwardChange {
   applied: 'now' | 'next-start';
 }
 
-export type DiskInfo = DiskSpec & { id: string; virtualSize?: number };
+export type DiskInfo = DiskSpec & { id: string; virtualSize?: number; allocated?: number };
 
 /** Every file a spec names must exist before QEMU sees it (or be made by create), so the error names the file. */
 async function checkFiles(spec: VmSpec, toBeMade = new Set<string>()): Promise<void> {

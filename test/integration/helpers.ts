@@ -1,6 +1,8 @@
-import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { execFile, spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { copyFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import { afterEach, beforeEach, inject } from 'vitest';
 import type { VmInfo } from '../../src/daemon/vms.js';
@@ -267,3 +269,34 @@ export async function inGuest(
 /** The first bytes of the guest's first disk, where writeMarker puts its markers. */
 export const markerOnDisk = (h: TestHome, name: string) =>
   inGuest(h, name, 'head -c 32 /dev/vda | tr -dc A-Z0-9-; echo');
+
+/** A loopback port nothing listens on now. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+/** A daemon in the foreground that also listens on loopback TCP (the web UI's listener), once it answers. */
+export async function tcpDaemon(h: TestHome): Promise<{ daemon: ChildProcess; port: number }> {
+  const port = await freePort();
+  const daemon = spawn(process.execPath, [bundle, 'daemon', '--listen', `127.0.0.1:${port}`], {
+    env: h.env,
+    stdio: 'ignore',
+  });
+  await waitFor(
+    'the TCP listener',
+    () =>
+      new Promise<true | undefined>((resolve) => {
+        http
+          .get({ host: '127.0.0.1', port, path: '/v1/vms' }, (res) => resolve(res.resume() && true))
+          .on('error', () => resolve(undefined));
+      }),
+    20_000,
+  );
+  return { daemon, port };
+}

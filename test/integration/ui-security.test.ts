@@ -1,7 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { readdir, readFile, readlink, stat } from 'node:fs/promises';
 import http from 'node:http';
-import net from 'node:net';
 import path from 'node:path';
 import WebSocket from 'ws';
 import type { StatsSample } from '../../src/daemon/stats.js';
@@ -14,7 +13,7 @@ import {
   json,
   makeHome,
   ok,
-  root,
+  tcpDaemon,
   waitFor,
   waitForReady,
   type TestHome,
@@ -24,17 +23,6 @@ let h: TestHome;
 let daemon: ChildProcess;
 let port: number;
 let own: string;
-
-/** A loopback port nothing listens on now. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
 
 interface Answer {
   status: number;
@@ -124,22 +112,8 @@ function handshake(url: string, headers: Record<string, string>): Promise<'open'
 
 beforeAll(async () => {
   h = await makeHome();
-  port = await freePort();
+  ({ daemon, port } = await tcpDaemon(h));
   own = `http://127.0.0.1:${port}`;
-  daemon = spawn(
-    process.execPath,
-    [path.join(root, 'dist/phyllome.mjs'), 'daemon', '--listen', `127.0.0.1:${port}`],
-    { env: h.env, stdio: 'ignore' },
-  );
-  await waitFor(
-    'the TCP listener',
-    () =>
-      send('GET', '/v1/vms').then(
-        () => true,
-        () => undefined,
-      ),
-    20_000,
-  );
 });
 afterAll(async () => {
   daemon.kill('SIGKILL');
