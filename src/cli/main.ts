@@ -106,6 +106,10 @@ program
   )
   .option('--render-node <file>', 'host render node for virtio-vga-gl (/dev/null: software rendering)')
   .option(
+    '--gpu <address>',
+    'hand this host GPU to the guest (a PCI address from "phyllome host check"): passthrough, a VF or a mediated slice',
+  )
+  .option(
     '--firmware <type>',
     'bios, uefi or uefi-secure',
     choiceOf('--firmware', ['bios', 'uefi', 'uefi-secure']),
@@ -198,6 +202,7 @@ program
           input: o.input,
           sound: o.sound,
           graphics: o.graphics,
+          gpu: o.gpu,
         }).filter(([, v]) => v !== undefined),
       );
       const answer = await client.call<import('./format.js').PlanView & { spec: Record<string, unknown> }>(
@@ -219,7 +224,7 @@ program
       const planned = (answer.spec.nics as { model: string }[] | undefined)?.[0]?.model;
       if (planned) spec.nics = nicsFor({ model: planned, ...netOptions(o) });
     } else {
-      if (o.intent) throw new Error('--intent needs --os or --iso to plan for');
+      if (o.intent || o.gpu) throw new Error('--intent and --gpu need --os or --iso to plan for');
       spec = {
         name,
         memory: o.memory ?? '512M',
@@ -937,15 +942,23 @@ host
   .description('check what this host can do for VMs: KVM, IOMMU, GPUs, and the best graphics for each guest')
   .option('--root <dir>', "read a recorded host's /proc, /sys and /dev under this folder instead of /")
   .option('--intent <intent>', 'desktop, gaming or server: ranks the graphics plans', 'desktop')
+  .option(
+    '--allow-boot-gpu',
+    "offer the host's boot or only GPU to guests too (single-GPU passthrough), with what it costs",
+  )
   .addOption(jsonOption)
-  .action(async (o: { root?: string; json?: boolean; intent: string }) => {
+  .action(async (o: { root?: string; json?: boolean; intent: string; allowBootGpu?: boolean }) => {
     const query = new URLSearchParams({
       intent: o.intent,
+      ...(o.allowBootGpu ? { allowBootGpu: 'true' } : {}),
       ...(o.root ? { root: path.resolve(o.root) } : {}),
     });
     const check = await client.call<{
       findings: { level: 'ok' | 'warn' | 'fail'; title: string; fix?: string }[];
-      plans: Record<string, { kind: string; why: string; tradeoff: string; devices?: string[] }[]>;
+      plans: Record<
+        string,
+        { kind: string; why: string; tradeoff: string; devices?: string[]; caveats?: string[] }[]
+      >;
       seats: { gpu: string[]; usb: string }[];
     }>('GET', `/v1/host/check?${query}`);
     await print(o.json, check, () => {
@@ -957,6 +970,7 @@ host
         const best = plans[0]!;
         lines.push(
           `  ${os.padEnd(8)} ${best.kind}${best.devices ? ` (${best.devices.join(', ')})` : ''}: ${best.why}`,
+          ...(best.caveats ?? []).map((c) => `           ! ${c}`),
         );
       }
       check.seats.forEach((seat, i) =>

@@ -17,6 +17,7 @@ import {
   forwardSpec,
   SpecError,
   vmSpec,
+  pciAddress,
   vmSpecInputFields,
 } from '../spec/schema.js';
 import type { GuestPlanner } from './planning.js';
@@ -165,6 +166,7 @@ const planBody = z.strictObject({
       input: z.enum(['ps2', 'usb-tablet', 'virtio-tablet']).optional(),
       sound: z.enum(['none', 'ich9-intel-hda', 'ac97']).optional(),
       graphics: z.enum(['none', 'vga', 'virtio-vga', 'virtio-vga-gl', 'virtio-gpu-gl-pci']).optional(),
+      gpu: pciAddress.optional().describe('hand this host GPU to the guest (see the host check)'),
     })
     .optional(),
 });
@@ -302,11 +304,16 @@ export async function buildApi(deps: ApiDeps) {
         querystring: z.object({
           root: z.string().optional(),
           intent: z.enum(['desktop', 'gaming', 'server']).default('desktop'),
+          allowBootGpu: z
+            .stringbool()
+            .default(false)
+            .describe("offer the host's boot or only GPU too (single-GPU passthrough, with its caveats)"),
         }),
       },
     },
     async (request) => {
       const root = request.query.root ?? '/';
+      const { allowBootGpu } = request.query;
       if (!path.isAbsolute(root))
         throw new UserError('root must be an absolute path, like /srv/recorded-host');
       const report = await readHost(root);
@@ -319,10 +326,10 @@ export async function buildApi(deps: ApiDeps) {
       const plans = Object.fromEntries(
         (['linux', 'windows', 'macos', 'bsd'] as const).map((os) => [
           os,
-          planGraphics(report, qemu, os, request.query.intent),
+          planGraphics(report, qemu, os, request.query.intent, { allowBootGpu }),
         ]),
       );
-      return { report, qemu, findings, plans, seats: planSeats(report) };
+      return { report, qemu, findings, plans, seats: planSeats(report, { allowBootGpu }) };
     },
   );
 

@@ -5,7 +5,7 @@ import { readHost } from '../host/report.js';
 import { planGraphics, type Intent, type Strategy } from '../guest/graphics-plan.js';
 import { identifyIso, IsoError } from '../guest/iso.js';
 import { loadOsDb, OsInfoError, resolveOs, searchOs, type OsDb, type OsEntry } from '../guest/osinfo.js';
-import { guestFamily, planGuest, type GuestPlan, type Overrides } from '../guest/plan.js';
+import { guestFamily, planGuest, PlanError, type GuestPlan, type Overrides } from '../guest/plan.js';
 import { randomMac, type VmSpecInput } from '../spec/schema.js';
 import { findPasst } from '../net/passt.js';
 import { UserError, userErrorsFrom } from './errors.js';
@@ -98,7 +98,10 @@ export class GuestPlanner {
       exists(virtioWin),
       findPasst(),
     ]);
-    const graphics = planGraphics(report, features, guestFamily(os), intent);
+    // A named GPU may be the host's own display: single-GPU passthrough, with its caveats.
+    const graphics = planGraphics(report, features, guestFamily(os), intent, {
+      allowBootGpu: !!body.overrides?.gpu,
+    });
     let plan: GuestPlan;
     try {
       plan = planGuest(
@@ -128,6 +131,7 @@ export class GuestPlanner {
         const searched = firmwareDirs === FIRMWARE_DIRS ? '' : ` (searched ${firmwareDirs.join(', ')})`;
         throw new UserError(`${(e as Error).message}${searched}`);
       }
+      if (e instanceof PlanError) throw new UserError(e.message);
       throw e;
     }
     return {

@@ -8,7 +8,15 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { AccelDecision } from '../host/accel.js';
 import type { QemuInfo } from '../host/qemu-binary.js';
-import { buildQemuArgs, HOTPLUG_PORTS, hotplugPort, KEY_SECRET, needsKey } from '../qemu/cmdline.js';
+import { HostDeviceError, prepareHostDevices } from '../host/passthrough.js';
+import {
+  buildQemuArgs,
+  hasScreen,
+  HOTPLUG_PORTS,
+  hotplugPort,
+  KEY_SECRET,
+  needsKey,
+} from '../qemu/cmdline.js';
 import { Keystore, KeystoreError } from '../storage/keystore.js';
 import { QmpClient, type QmpEvent } from '../qemu/qmp.js';
 import { guestInterfaces, QGA_CHARDEV } from '../qemu/qga.js';
@@ -119,6 +127,8 @@ export interface VmEvent {
   state?: VmState;
   reason?: string;
   event?: string;
+  /** For qemu-event: when QEMU emitted it, by its own clock (what the UI latency bench measures from). */
+  emittedAt?: string;
   at: string;
 }
 
@@ -615,6 +625,9 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     if (!incoming && needsSealing(vm.spec)) await this.seal(vm);
     const { spec } = vm;
     await checkFiles(spec);
+    // Before anything is set up: a GPU not ready for vfio-pci is for the user to fix, with the commands.
+    if (spec.graphics.hostDevices)
+      await prepareHostDevices('/', spec.graphics.hostDevices).catch(userErrorsFrom(HostDeviceError));
     const files = runtimeFiles(this.layout, spec.name);
     checkSocketPath(files.qmp);
     const decision = await this.host.accel;

@@ -1,7 +1,6 @@
 import type { QemuFeatures } from '../host/qemu-features.js';
 import type { Gpu, HostReport } from '../host/report.js';
-import { opts } from '../qemu/opts.js';
-import type { GraphicsSpec } from '../spec/schema.js';
+import { hostDeviceAddresses, type GraphicsChoice } from '../spec/schema.js';
 
 export type GuestFamily = 'linux' | 'windows' | 'macos' | 'bsd';
 export type Intent = 'desktop' | 'gaming' | 'server';
@@ -11,59 +10,44 @@ export interface Strategy {
     | 'vfio-passthrough'
     | 'sriov-vf'
     | 'mdev'
+    | 'nvidia-vgpu'
     | 'virtio-native-context'
     | 'virtio-venus'
     | 'virtio-virgl'
     | 'virtio-2d';
-  /** The display device for the VM spec (virtio kinds), or the host devices to hand over. */
-  graphics?: GraphicsSpec;
+  /** The VM's graphics as the spec takes it: a strategy is exactly one spec setting. */
+  graphics: GraphicsChoice;
+  /** The host hardware it hands over, for people: addresses, or parent/type for mediated devices. */
   devices?: string[];
   why: string;
   /** What the user gives up by choosing it. */
   tradeoff: string;
+  /** What must be done around it and what can go wrong (single-GPU passthrough). */
+  caveats?: string[];
 }
 
-/**
- * The QEMU arguments that hand a strategy's host devices to a q35 guest. A whole card goes behind its
- * own PCIe root port as one multifunction device, as on real hardware (drivers expect the audio
- * function beside the GPU). A mediated device needs the instance's uuid, made at VM start.
- */
-export function hardwareArgs(s: Strategy, options: { index?: number; mdevUuid?: string } = {}): string[] {
-  const index = options.index ?? 0;
-  const [first, ...rest] = s.devices ?? [];
-  if (!first) return [];
-  if (s.kind === 'mdev') {
-    if (!options.mdevUuid) throw new Error('a mediated device needs its instance uuid');
-    return [
-      '-device',
-      opts('vfio-pci-nohotplug', {
-        sysfsdev: `/sys/bus/mdev/devices/${options.mdevUuid}`,
-        display: true,
-        ramfb: true,
-      }),
-    ];
-  }
-  const port = `hostdev-port${index}`;
-  return [
-    '-device',
-    opts('pcie-root-port', { id: port, chassis: 10 + index }),
-    ...[first, ...rest].flatMap((bdf, fn) => [
-      '-device',
-      opts('vfio-pci', {
-        host: bdf,
-        bus: port,
-        addr: `00.${fn}`,
-        ...(rest.length && fn === 0 ? { multifunction: true } : {}),
-      }),
-    ]),
-  ];
+export interface PlanOptions {
+  /** Offer the host's boot or only GPU too (single-GPU passthrough), with its caveats. */
+  allowBootGpu?: boolean;
 }
+
+const labels = (devices: NonNullable<GraphicsChoice['hostDevices']>) =>
+  devices.flatMap((d) => (d.kind === 'mdev' ? [`${d.address}/${d.mdevType}`] : hostDeviceAddresses(d)));
+
+/** A hardware strategy: the host devices beside a display device for the VM's console. */
+const hardware = (
+  kind: Strategy['kind'],
+  device: GraphicsChoice['device'],
+  hostDevices: NonNullable<GraphicsChoice['hostDevices']>,
+  text: Pick<Strategy, 'why' | 'tradeoff' | 'caveats'>,
+): Strategy => ({ kind, graphics: { device, hostDevices }, devices: labels(hostDevices), ...text });
 
 /** Order of preference for 3D: a whole GPU beats a slice of one beats sharing through the host. */
 const PREFERENCE: Strategy['kind'][] = [
   'vfio-passthrough',
   'sriov-vf',
   'mdev',
+  'nvidia-vgpu',
   'virtio-native-context',
   'virtio-venus',
   'virtio-virgl',
@@ -77,43 +61,71 @@ const name = (g: Gpu) =>
 const hostRenderGpu = (r: HostReport): Gpu | undefined =>
   r.gpus.find((g) => g.renderNode && g.bootVga) ?? r.gpus.find((g) => g.renderNode);
 
-function passthrough(r: HostReport): Strategy[] {
+/** What single-GPU passthrough costs, said before the user commits to it. */
+const singleGpuCaveats = (g: Gpu): string[] => [
+  `The host loses its console: ${g.bdf} drives the host's screen, and the VM takes it while it runs`,
+  `Before starting the VM, stop the host's display manager (systemctl stop display-manager) and unbind ${g.bdf} from ${g.driver ?? 'its driver'} (the launch check prints the commands)`,
+  'While the VM runs the host has no graphics to fix problems with: keep SSH access to the host',
+  `Recovery is over SSH: stop the VM, then give ${g.bdf} back to ${g.driver ?? 'its driver'} (or reboot the host)`,
+];
+
+function passthrough(r: HostReport, options: PlanOptions): Strategy[] {
   if (!r.iommu.enabled) return [];
   const physical = r.gpus.filter((g) => !g.isVf);
-  return (
-    physical
-      // Not the boot display (the host needs one), and not an SR-IOV PF whose VFs other VMs may use.
-      .filter((g) => g.isolated && !g.bootVga && physical.length > 1 && !g.sriov?.numVfs)
-      .map((g) => ({
-        kind: 'vfio-passthrough' as const,
-        devices: [g.bdf, ...g.companions],
-        why: `${name(g)} is alone in IOMMU group ${g.iommuGroup} (with ${g.companions.length ? g.companions.join(', ') : 'no other function'}) and is not the host's boot display: the guest gets the whole GPU at native speed`,
-        tradeoff: `The host loses ${g.bdf} while the VM runs; the guest needs its own monitor on that card${g.resetMethods.length ? '' : '; the card has no reset method, so a second start may need a host reboot'}`,
-      }))
-  );
+  // Not an SR-IOV PF whose VFs other VMs may use; the boot or only display only when asked (the host needs one).
+  const single = (g: Gpu) => g.bootVga || physical.length === 1;
+  return physical
+    .filter((g) => g.isolated && !g.sriov?.numVfs && (options.allowBootGpu || !single(g)))
+    .sort((a, b) => Number(single(a)) - Number(single(b)))
+    .map((g) =>
+      hardware(
+        'vfio-passthrough',
+        'virtio-vga',
+        [{ kind: 'vfio', address: g.bdf, companions: g.companions }],
+        {
+          why: `${name(g)} is alone in IOMMU group ${g.iommuGroup} (with ${g.companions.length ? g.companions.join(', ') : 'no other function'})${single(g) ? ", and you asked for the host's own display GPU" : " and is not the host's boot display"}: the guest gets the whole GPU at native speed`,
+          tradeoff: `The host loses ${g.bdf} while the VM runs; the guest needs its own monitor on that card (the virtio-vga console stays for setup)${g.resetMethods.length ? '' : '; the card has no reset method, so a second start may need a host reboot'}`,
+          ...(single(g) ? { caveats: singleGpuCaveats(g) } : {}),
+        },
+      ),
+    );
 }
 
-function slices(r: HostReport): Strategy[] {
+/** NVIDIA's mdev types are vGPU profiles: the number before the letter is the framebuffer in GiB. */
+const isNvidiaVgpu = (g: Gpu) => g.vendor === 'nvidia';
+
+function slices(r: HostReport, guest: GuestFamily): Strategy[] {
   const out: Strategy[] = [];
   for (const g of r.gpus) {
-    if (g.sriov && g.sriov.vfs.length) {
-      out.push({
-        kind: 'sriov-vf',
-        devices: [g.sriov.vfs[0]!],
-        why: `${name(g)} offers SR-IOV: virtual function ${g.sriov.vfs[0]} gives the guest a hardware GPU slice with its own driver`,
-        tradeoff: `Shares ${g.bdf}'s power with ${g.sriov.numVfs - 1} other VF(s); the guest needs the vendor's VF driver`,
-      });
+    if (g.sriov && g.sriov.vfs.length && !isNvidiaVgpu(g)) {
+      out.push(
+        hardware('sriov-vf', 'virtio-vga', [{ kind: 'vf', address: g.sriov.vfs[0]! }], {
+          why: `${name(g)} offers SR-IOV: virtual function ${g.sriov.vfs[0]} gives the guest a hardware GPU slice with its own driver`,
+          tradeoff: `Shares ${g.bdf}'s power with ${g.sriov.numVfs - 1} other VF(s); the guest needs the vendor's VF driver`,
+        }),
+      );
     }
     const type = g.mdevTypes.find((t) => t.available > 0);
-    if (type) {
-      out.push({
-        kind: 'mdev',
-        devices: [`${g.bdf}/${type.id}`],
+    if (!type) continue;
+    if (isNvidiaVgpu(g)) {
+      // NVIDIA's guest drivers exist for Windows and Linux only.
+      if (guest !== 'windows' && guest !== 'linux') continue;
+      out.push(
+        hardware('nvidia-vgpu', 'virtio-vga', [{ kind: 'mdev', address: g.bdf, mdevType: type.id }], {
+          why: `${name(g)} offers NVIDIA vGPU: ${type.name} (${type.available} more instance(s) available${type.description ? `; ${type.description}` : ''}) gives the guest a hardware GPU slice with NVIDIA's ${guest === 'windows' ? 'Windows' : 'Linux'} driver`,
+          tradeoff:
+            "Needs NVIDIA's vGPU manager driver on the host and its guest driver, and an NVIDIA licence server for full features (unlicensed guests are throttled); its screen is seen through a remote desktop in the guest, the virtio-vga console stays for setup",
+        }),
+      );
+      continue;
+    }
+    out.push(
+      hardware('mdev', 'none', [{ kind: 'mdev', address: g.bdf, mdevType: type.id, display: true }], {
         why: `${name(g)} offers mediated devices: ${type.name} (${type.available} available) gives the guest a hardware GPU slice`,
         tradeoff:
-          'Slower than a whole GPU; needs a GL display for its screen; Intel GVT-g stops at 10th-generation Core',
-      });
-    }
+          'Slower than a whole GPU; its screen is the console, drawn through GL; Intel GVT-g stops at 10th-generation Core',
+      }),
+    );
   }
   return out;
 }
@@ -187,10 +199,21 @@ function twoD(guest: GuestFamily): Strategy {
  * Ranks the graphics strategies this host allows for a guest, best first, each with its reason.
  * Pure: the host report and QEMU's features in, the plan out (golden-tested on recorded hosts).
  */
-export function planGraphics(r: HostReport, q: QemuFeatures, guest: GuestFamily, intent: Intent): Strategy[] {
-  const hardware = [...passthrough(r), ...slices(r)];
+export function planGraphics(
+  r: HostReport,
+  q: QemuFeatures,
+  guest: GuestFamily,
+  intent: Intent,
+  options: PlanOptions = {},
+): Strategy[] {
   const soft = virgl(r, q, guest);
-  const all = [...hardware, ...modernContexts(r, q, guest), ...(soft ? [soft] : []), twoD(guest)];
+  const all = [
+    ...passthrough(r, options),
+    ...slices(r, guest),
+    ...modernContexts(r, q, guest),
+    ...(soft ? [soft] : []),
+    twoD(guest),
+  ];
   const rank = (s: Strategy) =>
     intent === 'server'
       ? s.kind === 'virtio-2d'

@@ -2,7 +2,15 @@ import { pickFirmware, type FirmwareDescriptor } from '../host/firmware.js';
 import { formatSize, parseSize } from '../spec/size.js';
 import type { Accel } from '../qemu/cmdline.js';
 import { chooseUserBackend } from '../net/wiring.js';
-import type { CdromSpec, FirmwareChoice, GraphicsSpec, NicSpec, VmSpecInput } from '../spec/schema.js';
+import {
+  hostDeviceAddresses,
+  type CdromSpec,
+  type FirmwareChoice,
+  type GraphicsChoice,
+  type GraphicsSpec,
+  type NicSpec,
+  type VmSpecInput,
+} from '../spec/schema.js';
 import type { GuestFamily, Intent, Strategy } from './graphics-plan.js';
 import type { OsEntry } from './osinfo.js';
 
@@ -33,6 +41,8 @@ export interface Overrides {
   input?: 'ps2' | 'usb-tablet' | 'virtio-tablet';
   sound?: 'none' | 'ich9-intel-hda' | 'ac97';
   graphics?: GraphicsSpec['device'];
+  /** Hand this host GPU (a PCI address, or an SR-IOV PF's or mdev parent's) to the guest. */
+  gpu?: string;
 }
 
 export interface PlanRequest {
@@ -343,18 +353,23 @@ export function planGuest(req: PlanRequest, host: HostOffer): GuestPlan {
         : `${os.name} has no balloon driver`,
   );
 
-  // Graphics: the best strategy this host allows that Phyllome can set up in a VM today.
-  let graphics: GraphicsSpec;
-  if (o.graphics) {
+  // Graphics: the best strategy this host allows without taking host hardware, unless a GPU is named.
+  let graphics: GraphicsChoice;
+  if (o.gpu) {
+    const picked = pickGpu(host.graphics, o.gpu);
+    graphics = picked.graphics;
+    choose('graphics', `${picked.kind}: ${picked.devices!.join(', ')}`, `chosen by you: ${picked.why}`);
+    notes.push(...(picked.caveats ?? []));
+  } else if (o.graphics) {
     graphics = { device: o.graphics };
     choose('graphics', o.graphics, 'chosen by you');
   } else if (machine === 'pc') {
     graphics = { device: 'vga' };
     choose('graphics', 'vga', 'standard VGA: every OS drives it');
   } else {
-    const usable = host.graphics.find((s) => s.graphics);
+    const usable = host.graphics.find((s) => !s.graphics.hostDevices);
     const better = host.graphics.filter(
-      (s) => !s.graphics && host.graphics.indexOf(s) < host.graphics.indexOf(usable!),
+      (s) => s.graphics.hostDevices && host.graphics.indexOf(s) < host.graphics.indexOf(usable!),
     );
     graphics = usable?.graphics ?? { device: 'virtio-vga' };
     choose(
@@ -364,7 +379,7 @@ export function planGuest(req: PlanRequest, host: HostOffer): GuestPlan {
     );
     for (const s of better) {
       notes.push(
-        `${s.kind} (${s.devices?.join(', ')}) would be better on this host; Phyllome cannot set it up yet`,
+        `${s.kind} (${s.devices!.join(', ')}) would be better on this host: create with --gpu ${s.graphics.hostDevices![0]!.address} to hand it over`,
       );
     }
   }
@@ -402,4 +417,23 @@ export function planGuest(req: PlanRequest, host: HostOffer): GuestPlan {
     ...(req.boot ? { boot: req.boot } : {}),
   };
   return { spec, choices, notes };
+}
+
+export class PlanError extends Error {}
+
+/**
+ * The hardware strategy that hands over the named GPU (any address it takes, or an mdev's parent): the
+ * one that leaves the host its display when there is a choice (GVT-g before single-GPU passthrough).
+ */
+function pickGpu(plan: Strategy[], address: string): Strategy {
+  const hardware = plan.filter((s) => s.graphics.hostDevices);
+  const naming = hardware.filter((s) =>
+    s.graphics.hostDevices!.some((d) => hostDeviceAddresses(d).includes(address)),
+  );
+  const picked = naming.find((s) => !s.caveats) ?? naming[0];
+  if (picked) return picked;
+  const offered = hardware.map((s) => s.graphics.hostDevices![0]!.address);
+  throw new PlanError(
+    `--gpu ${address}: this host offers no way to hand that GPU to this guest (${offered.length ? `it can hand over ${offered.join(', ')}` : 'it can hand over none'}); "phyllome host check" says why`,
+  );
 }

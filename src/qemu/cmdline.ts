@@ -1,4 +1,12 @@
-import { diskId, memoryBytes, type CdromSpec, type DiskSpec, type VmSpec } from '../spec/schema.js';
+import {
+  diskId,
+  hostDeviceAddresses,
+  memoryBytes,
+  type CdromSpec,
+  type DiskSpec,
+  type HostDeviceSpec,
+  type VmSpec,
+} from '../spec/schema.js';
 import { slirpHostfwd, type NicWiring } from '../net/wiring.js';
 import { escapeOptValue, opts } from './opts.js';
 import { QGA_CHARDEV, QGA_PORT_NAME } from './qga.js';
@@ -112,12 +120,22 @@ const base = ({ spec, accel }: LaunchPlan): string[] => {
 /** `defer`: the daemon sets TLS and the address over QMP first, then starts listening (migrate-incoming). */
 const incoming = ({ incoming }: LaunchPlan): string[] => (incoming ? ['-incoming', 'defer'] : []);
 
+/** A mediated device that shows its own screen (GVT-g's dmabuf): the VM's console, drawn through GL. */
+const mdevScreen = (spec: VmSpec): boolean =>
+  !!spec.graphics.hostDevices?.some((d) => d.kind === 'mdev' && d.display);
+
+/** Whether the VM has a screen for the VNC console. */
+export const hasScreen = (spec: VmSpec): boolean => spec.graphics.device !== 'none' || mdevScreen(spec);
+
 /** GL devices need a GL-capable display: egl-headless renders off-screen (`-display none` refuses them). */
 const graphics = ({ spec, files }: LaunchPlan): string[] => {
   const { device, renderNode, features = [] } = spec.graphics;
-  if (device === 'none') return ['-display', 'none'];
   // The screen is served over VNC; with egl-headless it shows the GL-rendered frames.
   const vnc = ['-vnc', `unix:${escapeOptValue(files.vnc)}`];
+  if (device === 'none')
+    return mdevScreen(spec)
+      ? ['-display', opts('egl-headless', { rendernode: renderNode }), ...vnc]
+      : ['-display', 'none'];
   if (device === 'vga' || device === 'virtio-vga')
     return ['-device', opts(device === 'vga' ? 'VGA' : device, { id: 'gpu0' }), '-display', 'none', ...vnc];
   const flags = Object.fromEntries(features.map((f) => [f, true]));
@@ -276,6 +294,44 @@ const disk = ({ spec, backings }: LaunchPlan, d: DiskSpec, index: number): strin
   ];
 };
 
+/**
+ * Host GPU hardware. A whole card goes behind its own PCIe root port as one multifunction device, as
+ * on real hardware (drivers expect the audio function beside the GPU); so does a VF. A mediated device
+ * is named by its sysfs folder, which the daemon makes before QEMU starts.
+ */
+export function hostDeviceArgs(d: HostDeviceSpec, index: number): string[] {
+  if (d.kind === 'mdev') {
+    return [
+      '-device',
+      opts('vfio-pci-nohotplug', {
+        id: `hostdev${index}`,
+        sysfsdev: `/sys/bus/mdev/devices/${d.uuid}`,
+        // ramfb shows the firmware's and the boot loader's screen until the guest driver takes over.
+        ...(d.display ? { display: true, ramfb: true } : {}),
+      }),
+    ];
+  }
+  const port = `hostdev-port${index}`;
+  const functions = hostDeviceAddresses(d);
+  return [
+    '-device',
+    opts('pcie-root-port', { id: port, chassis: 10 + index }),
+    ...functions.flatMap((host, fn) => [
+      '-device',
+      opts('vfio-pci', {
+        id: `hostdev${index}.${fn}`,
+        host,
+        bus: port,
+        addr: `00.${fn}`,
+        ...(functions.length > 1 && fn === 0 ? { multifunction: true } : {}),
+      }),
+    ]),
+  ];
+}
+
+const hostDevices = ({ spec }: LaunchPlan): string[] =>
+  (spec.graphics.hostDevices ?? []).flatMap((d, i) => hostDeviceArgs(d, i));
+
 /** Whether the VM needs its key from the keystore to start. */
 export const needsKey = (spec: VmSpec): boolean =>
   spec.disks.some((d) => d.encrypted) || (spec.firmware.type === 'uefi' && spec.firmware.nvramEncrypted);
@@ -374,6 +430,7 @@ export function buildQemuArgs(plan: LaunchPlan): string[] {
     secrets,
     firmware,
     graphics,
+    hostDevices,
     sandbox,
     monitor,
     serial,

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { z } from 'zod';
 import { NETWORK_NAME_RE, NETWORK_NAME_RULE, VM_NAME_RE, vmNameProblem } from './names.js';
@@ -167,6 +167,42 @@ export const bootSpec = z.strictObject({
     .optional(),
 });
 
+/** A PCI address as sysfs and lspci -D write it; its characters need no escaping in QEMU options. */
+export const pciAddress = z
+  .string()
+  .regex(
+    /^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/,
+    'must be a PCI address like 0000:03:00.0 (lspci -D)',
+  );
+
+/**
+ * Host GPU hardware handed to the guest, one entry per graphics-plan strategy kind: `vfio` a whole card
+ * with its other functions (audio, USB), `vf` an SR-IOV virtual function, `mdev` a mediated slice of
+ * the card at `address` (Intel GVT-g, NVIDIA vGPU), made from `mdevType` under `uuid` at start.
+ */
+export const hostDeviceSpec = z.discriminatedUnion('kind', [
+  z.strictObject({
+    kind: z.literal('vfio'),
+    address: pciAddress,
+    companions: z.array(pciAddress).max(7).default([]),
+  }),
+  z.strictObject({ kind: z.literal('vf'), address: pciAddress }),
+  z.strictObject({
+    kind: z.literal('mdev'),
+    address: pciAddress,
+    mdevType: z
+      .string()
+      .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'must be a type from mdev_supported_types, like i915-GVTg_V5_4'),
+    uuid: z.uuid().default(() => randomUUID()),
+    /** The slice's own screen is the VM's console (GVT-g; QEMU needs a GL display for it). */
+    display: z.boolean().default(false),
+  }),
+]);
+
+/** The host PCI functions a host device entry takes (an mdev takes none whole: its parent stays). */
+export const hostDeviceAddresses = (d: { kind: string; address: string; companions?: string[] }): string[] =>
+  d.kind === 'vfio' ? [d.address, ...(d.companions ?? [])] : [d.address];
+
 /**
  * The guest's display device. `virtio-vga-gl` is virgl 3D: QEMU renders the guest's OpenGL on a host
  * render node (`/dev/null` makes Mesa fall back to its llvmpipe software renderer: no GPU needed).
@@ -181,6 +217,8 @@ export const graphicsSpec = z
      * context. Each needs guest RAM shared with the host renderer (a memfd backend).
      */
     features: z.array(z.enum(['blob', 'venus', 'drm_native_context'])).optional(),
+    /** GPU hardware of the host, beside the display device (which stays the VM's console). */
+    hostDevices: z.array(hostDeviceSpec).min(1).max(4).optional(),
   })
   .refine((g) => !g.features?.length || g.device === 'virtio-gpu-gl-pci', {
     message: 'features need device virtio-gpu-gl-pci',
@@ -255,6 +293,13 @@ const machineRules = (spec: z.output<typeof vmSpecInputFields>, ctx: z.Refinemen
       message: 'Secure Boot firmware needs SMM, which Phyllome sets up on machine q35 only',
     });
   }
+  if (spec.graphics.hostDevices && spec.machine !== 'q35') {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['graphics', 'hostDevices'],
+      message: 'host devices need machine q35 (each goes behind its own PCIe root port)',
+    });
+  }
   if (spec.input === 'usb-tablet' && spec.machine !== 'q35') {
     ctx.addIssue({
       code: 'custom',
@@ -278,6 +323,9 @@ export type VmSpecInput = z.input<typeof vmSpecInput>;
 export type VmSpec = z.output<typeof vmSpec>;
 export type DiskSpec = z.output<typeof diskSpec>;
 export type GraphicsSpec = z.output<typeof graphicsSpec>;
+export type HostDeviceSpec = z.output<typeof hostDeviceSpec>;
+/** Graphics as a planner proposes them: defaults (an mdev's uuid) are filled in when the spec is made. */
+export type GraphicsChoice = z.input<typeof graphicsSpec>;
 export type CdromSpec = z.output<typeof cdromSpec>;
 export type FirmwareSpec = z.output<typeof firmwareSpec>;
 export type FirmwareChoice = z.input<typeof firmwareSpec>;

@@ -126,6 +126,60 @@ describe('QEMU command line', () => {
     ).toThrow(/graphics.features: features need device virtio-gpu-gl-pci/);
   });
 
+  it('hands host GPUs over: a whole card behind its root port, a VF, a GVT-g slice with its screen', async () => {
+    const hostdev = parseSpec({
+      ...identity,
+      name: 'hostdev',
+      graphics: {
+        device: 'none',
+        hostDevices: [
+          { kind: 'vfio', address: '0000:03:00.0', companions: ['0000:03:00.1'] },
+          { kind: 'vf', address: '0000:04:00.1' },
+          {
+            kind: 'mdev',
+            address: '0000:00:02.0',
+            mdevType: 'i915-GVTg_V5_4',
+            uuid: '4b20d080-1b54-4048-85b3-a6a62d165c01',
+            display: true,
+          },
+        ],
+      },
+    });
+    await expect(buildQemuArgs(plan(hostdev)).join('\n') + '\n').toMatchFileSnapshot(
+      '../golden/cmdline-hostdev.txt',
+    );
+    // An NVIDIA vGPU keeps the emulated console; its own screen is reached by remote desktop.
+    const vgpu = buildQemuArgs(
+      plan(
+        parseSpec({
+          ...identity,
+          name: 'vgpu',
+          graphics: {
+            device: 'virtio-vga',
+            hostDevices: [
+              { kind: 'mdev', address: '0000:3b:00.0', mdevType: 'nvidia-231', uuid: identity.uuid },
+            ],
+          },
+        }),
+      ),
+    ).join(' ');
+    expect(vgpu).toContain(
+      `-device virtio-vga,id=gpu0 -display none -vnc unix:/run/phyllome/vms/demo/vnc.sock -device vfio-pci-nohotplug,id=hostdev0,sysfsdev=/sys/bus/mdev/devices/${identity.uuid} `,
+    );
+    const bad =
+      (hostDevices: unknown, machine = 'q35') =>
+      () =>
+        parseSpec({ ...identity, name: 'x', machine, graphics: { device: 'none', hostDevices } });
+    expect(bad([{ kind: 'vf', address: '0000:03:00.0,x-foo=1' }])).toThrow(
+      /graphics.hostDevices\[0\].address: must be a PCI address like 0000:03:00.0/,
+    );
+    expect(bad([{ kind: 'mdev', address: '0000:00:02.0', mdevType: 'a,b' }])).toThrow(
+      /mdevType: must be a type/,
+    );
+    expect(bad([{ kind: 'vf', address: '0000:03:00.1' }], 'pc')).toThrow(/host devices need machine q35/);
+    expect(bad([])).toThrow(/graphics.hostDevices/);
+  });
+
   it('gives a Windows 11 profile Secure Boot UEFI, a TPM, SATA, an install CD and Hyper-V', async () => {
     const win11 = parseSpec({
       ...identity,

@@ -3,6 +3,9 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { pickFirmware, readFirmwareDescriptors, type FirmwareDescriptor } from '../../src/host/firmware.js';
 import { loadOsDb, resolveOs, type OsDb } from '../../src/guest/osinfo.js';
 import { planGuest, type HostOffer, type PlanRequest } from '../../src/guest/plan.js';
+import { planGraphics } from '../../src/guest/graphics-plan.js';
+import { readHost } from '../../src/host/report.js';
+import { QEMU_72 } from '../fixtures/qemu.js';
 import { parseSize } from '../../src/spec/size.js';
 import { parseSpecInput } from '../../src/spec/schema.js';
 import { MS_SECURE_BOOT } from '../fixtures/firmware-choice.js';
@@ -166,5 +169,57 @@ describe('guest planner', () => {
       smallHost({ graphics: [twoD] }),
     );
     expect(asSpec(p.spec).sound).toBe('none');
+  });
+});
+
+describe('a host GPU named by the user (create --gpu)', () => {
+  const realHost = (name: string) => readHost(path.join(import.meta.dirname, '../fixtures/real-hosts', name));
+  const offer = async (name: string, os: 'windows' | 'linux', allowBootGpu = false): Promise<HostOffer> =>
+    smallHost({ graphics: planGraphics(await realHost(name), QEMU_72, os, 'desktop', { allowBootGpu }) });
+
+  it('by default keeps the host its hardware and says how to hand it over', async () => {
+    const p = plan('win11', await offer('desktop-amd-dgpu-isolated', 'windows'));
+    expect(p.spec.graphics).toEqual({ device: 'virtio-vga' });
+    expect(p.notes).toContain(
+      'vfio-passthrough (0000:03:00.0, 0000:03:00.1) would be better on this host: create with --gpu 0000:03:00.0 to hand it over',
+    );
+  });
+
+  it('puts the strategy that takes it into the spec, by any of its addresses', async () => {
+    const p = plan('win11', await offer('desktop-amd-dgpu-isolated', 'windows'), {
+      overrides: { gpu: '0000:03:00.1' },
+    });
+    expect(p.spec.graphics).toEqual({
+      device: 'virtio-vga',
+      hostDevices: [{ kind: 'vfio', address: '0000:03:00.0', companions: ['0000:03:00.1'] }],
+    });
+    expect(p.choices.find((c) => c.item === 'graphics')).toMatchObject({
+      value: 'vfio-passthrough: 0000:03:00.0, 0000:03:00.1',
+      reason: expect.stringMatching(/^chosen by you: AMD 0x73bf at 0000:03:00.0 is alone in IOMMU group 8/),
+    });
+    expect(asSpec(p.spec).graphics.hostDevices).toHaveLength(1);
+    const vf = plan('fedora40', await offer('intel-xe-sriov', 'linux'), {
+      overrides: { gpu: '0000:03:00.1' },
+    });
+    expect(vf.spec.graphics).toEqual({
+      device: 'virtio-vga',
+      hostDevices: [{ kind: 'vf', address: '0000:03:00.1' }],
+    });
+  });
+
+  it('prefers a slice to taking the host display, and tells why it cannot hand over a GPU', async () => {
+    const gvtg = plan('fedora40', await offer('intel-laptop-gvtg', 'linux', true), {
+      overrides: { gpu: '0000:00:02.0' },
+    });
+    expect(gvtg.spec.graphics).toEqual({
+      device: 'none',
+      hostDevices: [{ kind: 'mdev', address: '0000:00:02.0', mdevType: 'i915-GVTg_V5_4', display: true }],
+    });
+    expect(gvtg.notes.join('\n')).not.toMatch(/loses its console/);
+    expect(() =>
+      plan('win11', smallHost({ graphics: [twoD] }), { overrides: { gpu: '0000:01:00.0' } }),
+    ).toThrow(
+      '--gpu 0000:01:00.0: this host offers no way to hand that GPU to this guest (it can hand over none); "phyllome host check" says why',
+    );
   });
 });

@@ -1,10 +1,18 @@
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { hardwareArgs, planGraphics, planSeats, type Strategy } from '../../src/guest/graphics-plan.js';
+import { planGraphics, planSeats, type GuestFamily, type Strategy } from '../../src/guest/graphics-plan.js';
+import { hostDeviceArgs } from '../../src/qemu/cmdline.js';
+import { parseSpec } from '../../src/spec/schema.js';
 import { hostFindings, type Finding } from '../../src/host/findings.js';
 import { readHost, type HostReport } from '../../src/host/report.js';
 import { QEMU_72, QEMU_NEW } from '../fixtures/qemu.js';
+
+const identity = {
+  schemaVersion: 1,
+  uuid: '4b20d080-1b54-4048-85b3-a6a62d165c01',
+  createdAt: '2026-11-22T10:00:00.000Z',
+};
 
 // Trees built to the detail of real machines (bridges, connectors, by-path links, real IDs), with the
 // facts a reader must derive written down beside them, independently of src/host.
@@ -20,12 +28,10 @@ beforeAll(async () => {
 const report = (name: string) => reports.get(name)!;
 const finding = (name: string, id: string): Finding | undefined =>
   hostFindings(report(name)).find((f) => f.id === id);
-/** A plan in short: kind, then the devices or the display device. */
+/** A plan in short: kind, then the host devices it hands over, or else its display device. */
 const brief = (plan: Strategy[]) =>
   plan.map((s) =>
-    [s.kind, ...(s.devices ?? []), ...(s.graphics ? [s.graphics.device, s.graphics.renderNode ?? ''] : [])]
-      .filter(Boolean)
-      .join(' '),
+    [s.kind, ...(s.devices ?? [s.graphics.device, s.graphics.renderNode ?? ''])].filter(Boolean).join(' '),
   );
 const windows11 = (name: string) => brief(planGraphics(report(name), QEMU_72, 'windows', 'desktop'));
 const fedora = (name: string) => brief(planGraphics(report(name), QEMU_72, 'linux', 'desktop'));
@@ -233,30 +239,80 @@ describe('findings and ranked plans of each recorded host', () => {
     expect(live.find((f) => f.id === 'kvm-usable')).toMatchObject({ level: 'fail' });
   });
 
-  it('gives the exact QEMU devices for each hardware strategy', () => {
-    const whole = planGraphics(report('desktop-amd-dgpu-isolated'), QEMU_72, 'windows', 'desktop')[0]!;
-    expect(hardwareArgs(whole)).toEqual([
+  it('each strategy is one spec setting, and hardware ones become the exact QEMU devices', () => {
+    for (const [name, r] of reports) {
+      for (const guest of ['linux', 'windows'] as const) {
+        for (const s of planGraphics(r, QEMU_NEW, guest, 'desktop', { allowBootGpu: true })) {
+          expect(
+            () => parseSpec({ ...identity, name: 'x', graphics: s.graphics }),
+            `${name}: ${s.kind}`,
+          ).not.toThrow();
+        }
+      }
+    }
+    const devices = (host: string, guest: GuestFamily = 'windows') => {
+      const s = planGraphics(report(host), QEMU_72, guest, 'desktop')[0]!;
+      const spec = parseSpec({ ...identity, name: 'x', graphics: s.graphics });
+      return spec.graphics.hostDevices!.flatMap((d, i) =>
+        hostDeviceArgs(d.kind === 'mdev' ? { ...d, uuid: identity.uuid } : d, i),
+      );
+    };
+    expect(devices('desktop-amd-dgpu-isolated')).toEqual([
       '-device',
       'pcie-root-port,id=hostdev-port0,chassis=10',
       '-device',
-      'vfio-pci,host=0000:03:00.0,bus=hostdev-port0,addr=00.0,multifunction=on',
+      'vfio-pci,id=hostdev0.0,host=0000:03:00.0,bus=hostdev-port0,addr=00.0,multifunction=on',
       '-device',
-      'vfio-pci,host=0000:03:00.1,bus=hostdev-port0,addr=00.1',
+      'vfio-pci,id=hostdev0.1,host=0000:03:00.1,bus=hostdev-port0,addr=00.1',
     ]);
-    const vf = planGraphics(report('intel-xe-sriov'), QEMU_72, 'windows', 'desktop')[0]!;
-    expect(hardwareArgs(vf, { index: 1 })).toEqual([
+    expect(devices('intel-xe-sriov')).toEqual([
       '-device',
-      'pcie-root-port,id=hostdev-port1,chassis=11',
+      'pcie-root-port,id=hostdev-port0,chassis=10',
       '-device',
-      'vfio-pci,host=0000:03:00.1,bus=hostdev-port1,addr=00.0',
+      'vfio-pci,id=hostdev0.0,host=0000:03:00.1,bus=hostdev-port0,addr=00.0',
     ]);
-    const mdev = planGraphics(report('intel-laptop-gvtg'), QEMU_72, 'linux', 'desktop')[0]!;
-    expect(hardwareArgs(mdev, { mdevUuid: '4b20d080-1b54-4048-85b3-a6a62d165c01' })).toEqual([
+    expect(devices('intel-laptop-gvtg', 'linux')).toEqual([
       '-device',
-      'vfio-pci-nohotplug,sysfsdev=/sys/bus/mdev/devices/4b20d080-1b54-4048-85b3-a6a62d165c01,display=on,ramfb=on',
+      `vfio-pci-nohotplug,id=hostdev0,sysfsdev=/sys/bus/mdev/devices/${identity.uuid},display=on,ramfb=on`,
     ]);
-    expect(() => hardwareArgs(mdev)).toThrow(/uuid/);
-    expect(hardwareArgs(planGraphics(report('amd-apu-only'), QEMU_72, 'windows', 'desktop')[0]!)).toEqual([]);
+    expect(
+      planGraphics(report('amd-apu-only'), QEMU_72, 'windows', 'desktop')[0]!.graphics.hostDevices,
+    ).toBeUndefined();
+  });
+
+  it('single-GPU passthrough only when asked, and then with its caveats', () => {
+    const apu = report('amd-apu-only');
+    expect(planGraphics(apu, QEMU_72, 'windows', 'gaming').map((s) => s.kind)).toEqual(['virtio-2d']);
+    const [only] = planGraphics(apu, QEMU_72, 'windows', 'gaming', { allowBootGpu: true });
+    expect(only!.graphics.hostDevices).toEqual([
+      {
+        kind: 'vfio',
+        address: '0000:07:00.0',
+        companions: ['0000:07:00.1', '0000:07:00.2', '0000:07:00.3', '0000:07:00.4', '0000:07:00.6'],
+      },
+    ]);
+    expect(only!.tradeoff).toMatch(/no reset method/);
+    expect(only!.caveats).toEqual([
+      "The host loses its console: 0000:07:00.0 drives the host's screen, and the VM takes it while it runs",
+      "Before starting the VM, stop the host's display manager (systemctl stop display-manager) and unbind 0000:07:00.0 from amdgpu (the launch check prints the commands)",
+      'While the VM runs the host has no graphics to fix problems with: keep SSH access to the host',
+      'Recovery is over SSH: stop the VM, then give 0000:07:00.0 back to amdgpu (or reboot the host)',
+    ]);
+    // With two cards, the second needs no caveats; the boot card is offered after it, with them.
+    const two = planGraphics(report('two-dgpus-two-seats'), QEMU_72, 'windows', 'desktop', {
+      allowBootGpu: true,
+    });
+    expect(two.map((s) => [s.devices?.[0] ?? s.kind, !!s.caveats])).toEqual([
+      ['0000:4b:00.0', false],
+      ['0000:21:00.0', true],
+      ['virtio-2d', false],
+    ]);
+    // Never a GPU that is not isolated, asked or not.
+    expect(
+      planGraphics(report('nvidia-shared-group'), QEMU_72, 'windows', 'desktop', { allowBootGpu: true }).map(
+        (s) => s.kind,
+      ),
+    ).toEqual(['virtio-2d']);
   });
 
   it('with a newer QEMU: DRM native context, then venus, then virgl, only for Linux', () => {
