@@ -1,7 +1,8 @@
 import path from 'node:path';
 import { pickFirmware, type FirmwareDescriptor } from '../host/firmware.js';
 import { BUNDLE_DIR } from './layout.js';
-import { randomMac, type NetSpec, type VmSpec } from '../spec/schema.js';
+import { randomUUID } from 'node:crypto';
+import { hostDeviceAddresses, randomMac, type NetSpec, type VmSpec } from '../spec/schema.js';
 
 /** What the importing host offers, gathered by the daemon; the replanning itself is pure. */
 export interface ImportHost {
@@ -17,6 +18,36 @@ export interface ImportHost {
   renderNodes: string[];
   /** This QEMU has the virgl devices (Debian: qemu-system-gui). */
   gl: boolean;
+}
+
+/** The sysfs paths that say whether the spec's host GPU hardware is on a host. */
+export const hostDevicePaths = (g: VmSpec['graphics']): string[] =>
+  (g.hostDevices ?? []).flatMap((d) =>
+    d.kind === 'mdev'
+      ? [`/sys/bus/pci/devices/${d.address}/mdev_supported_types/${d.mdevType}`]
+      : hostDeviceAddresses(d).map((a) => `/sys/bus/pci/devices/${a}`),
+  );
+
+/**
+ * Host GPU hardware comes along only where this host has it at the same address (a VM restored to its
+ * own host); a mediated device gets a new uuid, as the original VM may hold its instance.
+ */
+function fitHostDevices(g: VmSpec['graphics'], host: ImportHost, changes: Change[]): VmSpec['graphics'] {
+  const missing = hostDevicePaths(g).filter((p) => !host.present.has(p));
+  if (!missing.length) {
+    return {
+      ...g,
+      hostDevices: g.hostDevices!.map((d) => (d.kind === 'mdev' ? { ...d, uuid: randomUUID() } : d)),
+    };
+  }
+  const { hostDevices: _gone, ...rest } = g;
+  // The emulated display the strategy kept as console takes over; a GVT-g slice had none.
+  const device = g.device === 'none' ? 'virtio-vga' : g.device;
+  changes.push({
+    what: `graphics: ${device}, without host GPU hardware`,
+    why: `${missing.map((p) => p.replace('/sys/bus/pci/devices/', '')).join(', ')} ${missing.length > 1 ? 'are' : 'is'} not on this host; every guest drives ${device}. "phyllome host check" lists this host's GPUs; hand one over with create --gpu`,
+  });
+  return { ...rest, device };
 }
 
 export interface Change {
@@ -62,7 +93,8 @@ export function replan(
       });
     }
   }
-  const g = spec.graphics;
+  const g = spec.graphics.hostDevices ? fitHostDevices(spec.graphics, host, changes) : spec.graphics;
+  out = { ...out, graphics: g };
   if ((g.device === 'virtio-vga-gl' || g.device === 'virtio-gpu-gl-pci') && !host.gl) {
     out = { ...out, graphics: { device: 'virtio-vga' } };
     changes.push({

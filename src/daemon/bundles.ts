@@ -14,7 +14,7 @@ import {
   type BundleKeys,
   type Manifest,
 } from '../bundle/manifest.js';
-import type { ImportHost } from '../bundle/replan.js';
+import { hostDevicePaths, type ImportHost } from '../bundle/replan.js';
 import { readFirmwareDescriptors } from '../host/firmware.js';
 import { parseSpec, SpecError, type VmSpec } from '../spec/schema.js';
 import { deriveKey, KDF, open, seal, type Sealed } from '../storage/keystore.js';
@@ -230,6 +230,7 @@ export async function importHost(
   const outside = [
     ...(fw.type === 'uefi' ? [fw.code, fw.varsTemplate] : []),
     ...(spec.graphics.renderNode ? [spec.graphics.renderNode] : []),
+    ...hostDevicePaths(spec.graphics),
     ...spec.cdroms.flatMap((c) => (c.path ? [c.path] : [])),
   ];
   const present = new Set<string>();

@@ -4,11 +4,13 @@ import type { Accel } from '../qemu/cmdline.js';
 import { VM_NAME_RE } from '../spec/names.js';
 import {
   diskId,
+  hostDeviceAddresses,
   memoryBytes,
   parseSpecInput,
   randomMac,
   SpecError,
   type DiskSpec,
+  type HostDeviceSpec,
   type NicSpec,
   type VmSpec,
 } from '../spec/schema.js';
@@ -73,6 +75,44 @@ const HYPERV_FEATURES = ['relaxed', 'vapic', 'vpindex', 'runtime', 'synic', 'sti
  * The domain libvirt would run for this VM. Refuses VMs with encrypted disks: libvirt would need their
  * key as a libvirt secret, and Phyllome never hands keys out.
  */
+/**
+ * Host GPU hardware as libvirt hostdevs. managed='yes' has libvirt bind the functions to vfio-pci at
+ * start, as Phyllome's launch check asks the user to; a mediated device must be made by mdevctl there.
+ */
+function hostdev(d: HostDeviceSpec, notes: string[]): XmlObject[] {
+  if (d.kind === 'mdev') {
+    notes.push(
+      `Mediated device ${d.uuid} (${d.mdevType} on ${d.address}): libvirt does not make it; make it on the libvirt host first: mdevctl start -u ${d.uuid} -p ${d.address} --type ${d.mdevType}`,
+    );
+    return [
+      {
+        '@mode': 'subsystem',
+        '@type': 'mdev',
+        '@model': 'vfio-pci',
+        ...(d.display ? { '@display': 'on', '@ramfb': 'on' } : {}),
+        source: { address: { '@uuid': d.uuid } },
+      },
+    ];
+  }
+  return hostDeviceAddresses(d).map((a) => {
+    const [domain, bus, slotFn] = a.split(':') as [string, string, string];
+    const [slot, fn] = slotFn.split('.') as [string, string];
+    return {
+      '@mode': 'subsystem',
+      '@type': 'pci',
+      '@managed': 'yes',
+      source: {
+        address: {
+          '@domain': `0x${domain}`,
+          '@bus': `0x${bus}`,
+          '@slot': `0x${slot}`,
+          '@function': `0x${fn}`,
+        },
+      },
+    };
+  });
+}
+
 export function specToDomainXml(spec: VmSpec, opts: ExportOptions): DomainXml {
   const encrypted = spec.disks.flatMap((d, i) => (d.encrypted ? [diskId(d, i)] : []));
   if (encrypted.length) {
@@ -221,6 +261,12 @@ export function specToDomainXml(spec: VmSpec, opts: ExportOptions): DomainXml {
       );
     }
   }
+  if (g.hostDevices) devices.hostdev = g.hostDevices.flatMap((d) => hostdev(d, notes));
+  if (g.device === 'none' && g.hostDevices?.some((d) => d.kind === 'mdev' && d.display)) {
+    // A GVT-g slice's screen is the console: libvirt draws it through GL, as Phyllome does.
+    devices.graphics = [{ '@type': 'vnc', listen: { '@type': 'socket' } }, { '@type': 'egl-headless' }];
+    devices.video = { model: { '@type': 'none' } };
+  }
   if (spec.sound !== 'none') devices.sound = { '@model': spec.sound === 'ac97' ? 'ac97' : 'ich9' };
   if (spec.tpm) {
     devices.tpm = { '@model': 'tpm-crb', backend: { '@type': 'emulator', '@version': '2.0' } };
@@ -362,7 +408,8 @@ const NO_SPICE = 'Phyllome does not serve SPICE (it serves the screen over VNC)'
 const WHY_NOT: Record<string, string> = {
   redirdev: `USB redirection needs SPICE, and ${NO_SPICE}`,
   smartcard: `smartcard sharing needs SPICE, and ${NO_SPICE}`,
-  hostdev: 'host device passthrough (PCI, USB) is not part of Phyllome VM specs',
+  hostdev:
+    'host devices are tied to their host: check this one with "phyllome host check", then hand a GPU over with "phyllome create --gpu"',
   filesystem: 'shared folders (virtiofs, 9p) are not part of Phyllome VM specs',
   watchdog: 'Phyllome gives VMs no watchdog device',
   panic: 'Phyllome gives VMs no panic notifier device',

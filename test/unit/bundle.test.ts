@@ -12,7 +12,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BundleError, packBundle, tarHeader, unpackBundle } from '../../src/bundle/archive.js';
 import { BUNDLE_DIR, bundleLayout, unbundledPaths } from '../../src/bundle/layout.js';
 import { manifestProblems, memberProblem, type Manifest } from '../../src/bundle/manifest.js';
-import { replan, type ImportHost } from '../../src/bundle/replan.js';
+import { hostDevicePaths, replan, type ImportHost } from '../../src/bundle/replan.js';
 import { parseSpec, type VmSpec } from '../../src/spec/schema.js';
 
 let dir: string;
@@ -293,6 +293,47 @@ describe('bundle layout and replanning', () => {
     const soft = replan(spec, host({ renderNodes: [] }), id);
     expect(soft.spec.graphics.renderNode).toBe('/dev/null');
     expect(soft.changes.find((c) => c.what.startsWith('graphics'))!.why).toMatch(/llvmpipe/);
+  });
+
+  it('drops host GPU hardware absent here for a display every guest drives; keeps it on its own host', () => {
+    const card = base({
+      graphics: {
+        device: 'virtio-vga',
+        hostDevices: [{ kind: 'vfio', address: '0000:03:00.0', companions: ['0000:03:00.1'] }],
+      },
+    });
+    const id = identity('m');
+    const moved = replan(card, host(), id);
+    expect(moved.spec.graphics).toEqual({ device: 'virtio-vga' });
+    expect(moved.changes.find((c) => c.what.startsWith('graphics'))).toEqual({
+      what: 'graphics: virtio-vga, without host GPU hardware',
+      why: '0000:03:00.0, 0000:03:00.1 are not on this host; every guest drives virtio-vga. "phyllome host check" lists this host\'s GPUs; hand one over with create --gpu',
+    });
+    const gvtg = base({
+      graphics: {
+        device: 'none',
+        hostDevices: [
+          {
+            kind: 'mdev',
+            address: '0000:00:02.0',
+            mdevType: 'i915-GVTg_V5_4',
+            uuid: '4b20d080-1b54-4048-85b3-a6a62d165c01',
+            display: true,
+          },
+        ],
+      },
+    });
+    expect(replan(gvtg, host(), id).spec.graphics).toEqual({ device: 'virtio-vga' });
+    expect(hostDevicePaths(card.graphics)).toEqual([
+      '/sys/bus/pci/devices/0000:03:00.0',
+      '/sys/bus/pci/devices/0000:03:00.1',
+    ]);
+    const home = replan(card, host({ present: new Set(hostDevicePaths(card.graphics)) }), id);
+    expect(home.spec.graphics).toEqual(card.graphics);
+    const slice = replan(gvtg, host({ present: new Set(hostDevicePaths(gvtg.graphics)) }), id).spec.graphics;
+    expect(slice.hostDevices![0]).toMatchObject({ kind: 'mdev', mdevType: 'i915-GVTg_V5_4', display: true });
+    // The original VM may hold its instance: the copy makes its own.
+    expect(slice.hostDevices![0]).not.toMatchObject({ uuid: '4b20d080-1b54-4048-85b3-a6a62d165c01' });
   });
 
   it('keeps what this host has', () => {

@@ -120,7 +120,7 @@ describe('libvirt import', () => {
     expect(spec.disks).toEqual([]);
     expect(unmapped).toEqual([
       '<future-thing> is not mapped: Phyllome has no equivalent.',
-      '<hostdev> is not mapped: host device passthrough (PCI, USB) is not part of Phyllome VM specs.',
+      '<hostdev> is not mapped: host devices are tied to their host: check this one with "phyllome host check", then hand a GPU over with "phyllome create --gpu".',
       '<frobnicator> is not mapped: Phyllome has no equivalent.',
       'Disk vda (/srv/secret.qcow2) is not mapped: it is encrypted with a libvirt secret, and Phyllome can only attach encrypted disks it made with its own key.',
       'Disk vdb is not mapped: it is storage pool default, volume data.qcow2 (virsh vol-path gives its file: add it with phyllome disk add --path); Phyllome attaches files and block devices.',
@@ -265,6 +265,34 @@ describe('libvirt export', () => {
       "The display becomes libvirt's virtio-vga with virgl; blob, venus (virtio-gpu-gl-pci features) are left out: libvirt 9 cannot ask for them.",
       'The domain uses the VM\'s own disk files: never run it while "gl" runs in Phyllome.',
     ]);
+  });
+
+  it('writes host GPU hardware as hostdevs libvirt binds itself; a mediated device is left to mdevctl', async () => {
+    const gpu = parseSpec({
+      ...identity,
+      name: 'gpu',
+      graphics: {
+        device: 'none',
+        hostDevices: [
+          { kind: 'vfio', address: '0000:03:00.0', companions: ['0000:03:00.1'] },
+          {
+            kind: 'mdev',
+            address: '0000:00:02.0',
+            mdevType: 'i915-GVTg_V5_4',
+            uuid: '4b20d080-1b54-4048-85b3-a6a62d165c01',
+            display: true,
+          },
+        ],
+      },
+    });
+    const { xml, notes } = specToDomainXml(gpu, { accel: 'kvm' });
+    await expect(xml).toMatchFileSnapshot('../golden/libvirt-export-hostdev.xml');
+    expect(notes).toContain(
+      'Mediated device 4b20d080-1b54-4048-85b3-a6a62d165c01 (i915-GVTg_V5_4 on 0000:00:02.0): libvirt does not make it; make it on the libvirt host first: mdevctl start -u 4b20d080-1b54-4048-85b3-a6a62d165c01 -p 0000:00:02.0 --type i915-GVTg_V5_4',
+    );
+    expect(importXml(xml).unmapped).toContain(
+      '<hostdev> (3 of them) is not mapped: host devices are tied to their host: check this one with "phyllome host check", then hand a GPU over with "phyllome create --gpu".',
+    );
   });
 
   it('refuses a VM with encrypted disks: libvirt would need their key', () => {
