@@ -72,10 +72,13 @@ const singleGpuCaveats = (g: Gpu): string[] => [
 function passthrough(r: HostReport, options: PlanOptions): Strategy[] {
   if (!r.iommu.enabled) return [];
   const physical = r.gpus.filter((g) => !g.isVf);
-  // Not an SR-IOV PF whose VFs other VMs may use; the boot or only display only when asked (the host needs one).
+  // Not a card its host driver shares among VMs (an SR-IOV PF with VFs, a parent of mediated devices);
+  // the boot or only display only when asked (the host needs one).
   const single = (g: Gpu) => g.bootVga || physical.length === 1;
   return physical
-    .filter((g) => g.isolated && !g.sriov?.numVfs && (options.allowBootGpu || !single(g)))
+    .filter(
+      (g) => g.isolated && !g.sriov?.numVfs && !g.mdevTypes.length && (options.allowBootGpu || !single(g)),
+    )
     .sort((a, b) => Number(single(a)) - Number(single(b)))
     .map((g) =>
       hardware(
@@ -91,8 +94,16 @@ function passthrough(r: HostReport, options: PlanOptions): Strategy[] {
     );
 }
 
-/** NVIDIA's mdev types are vGPU profiles: the number before the letter is the framebuffer in GiB. */
 const isNvidiaVgpu = (g: Gpu) => g.vendor === 'nvidia';
+
+/**
+ * The slice type to offer. NVIDIA's are vGPU profiles named like "GRID T4-2Q": Q (workstation, full 3D)
+ * before B (business desktops), A (application streaming) and C (compute); the first free one otherwise.
+ */
+const sliceType = (g: Gpu) => {
+  const free = g.mdevTypes.filter((t) => t.available > 0);
+  return (isNvidiaVgpu(g) && free.find((t) => /-\d+Q$/.test(t.name))) || free[0];
+};
 
 function slices(r: HostReport, guest: GuestFamily): Strategy[] {
   const out: Strategy[] = [];
@@ -105,7 +116,7 @@ function slices(r: HostReport, guest: GuestFamily): Strategy[] {
         }),
       );
     }
-    const type = g.mdevTypes.find((t) => t.available > 0);
+    const type = sliceType(g);
     if (!type) continue;
     if (isNvidiaVgpu(g)) {
       // NVIDIA's guest drivers exist for Windows and Linux only.

@@ -107,6 +107,30 @@ describe('host devices before QEMU starts', () => {
     ).toBe(UUID);
   });
 
+  it('an NVIDIA vGPU: its running instance is used as it is; a new one is made from the free profile', async () => {
+    const vgpu = (uuid: string, mdevType = 'nvidia-231'): HostDeviceSpec => ({
+      kind: 'mdev',
+      address: '0000:18:00.0',
+      mdevType,
+      uuid,
+      display: false,
+    });
+    expect(await check('nvidia-vgpu-server', [vgpu('c4f7a1d2-5b3e-4a8f-9e61-2d0b7c95f318')])).toEqual({
+      problems: [],
+      create: [],
+    });
+    expect(await check('nvidia-vgpu-server', [vgpu(UUID)])).toEqual({
+      problems: [],
+      create: [
+        { file: 'sys/bus/pci/devices/0000:18:00.0/mdev_supported_types/nvidia-231/create', uuid: UUID },
+      ],
+    });
+    // Time-sliced: while a T4-2Q runs, the T4 offers no other profile.
+    expect((await check('nvidia-vgpu-server', [vgpu(UUID, 'nvidia-234')])).problems[0]).toMatch(
+      /^0000:18:00.0 has no free nvidia-234 instance: /,
+    );
+  });
+
   it('uses an existing instance of the right type; refuses one of another type, a full type, an unknown type', async () => {
     const root = await copyHost('intel-laptop-gvtg');
     const instance = path.join(root, 'sys/bus/mdev/devices', UUID);

@@ -280,6 +280,54 @@ describe('findings and ranked plans of each recorded host', () => {
     ).toBeUndefined();
   });
 
+  it('nvidia-vgpu-server: a vGPU slice for Windows and Linux guests, never the shared card whole', () => {
+    const t4 = report('nvidia-vgpu-server').gpus.find((g) => g.vendor === 'nvidia')!;
+    expect(t4).toMatchObject({ class: '0x030200', isolated: true, iommuGroup: 31, bootVga: false });
+    expect(t4.mdevTypes.find((t) => t.id === 'nvidia-231')).toEqual({
+      id: 'nvidia-231',
+      name: 'GRID T4-2Q',
+      available: 7,
+      description: 'num_heads=4, frl_config=60, framebuffer=2048M, max_resolution=7680x4320, max_instance=8',
+    });
+    expect(finding('nvidia-vgpu-server', 'mdev-0000:18:00.0-nvidia-231')).toMatchObject({
+      level: 'ok',
+      title: '0000:18:00.0 mediated type GRID T4-2Q (nvidia-231): 7 available',
+    });
+    expect(windows11('nvidia-vgpu-server')).toEqual([
+      'nvidia-vgpu 0000:18:00.0/nvidia-231',
+      'virtio-2d virtio-vga',
+    ]);
+    expect(fedora('nvidia-vgpu-server')).toEqual([
+      'nvidia-vgpu 0000:18:00.0/nvidia-231',
+      'virtio-virgl virtio-vga-gl /dev/null',
+      'virtio-2d virtio-vga',
+    ]);
+    const [vgpu] = planGraphics(report('nvidia-vgpu-server'), QEMU_72, 'windows', 'gaming');
+    expect(vgpu!.graphics).toEqual({
+      device: 'virtio-vga',
+      hostDevices: [{ kind: 'mdev', address: '0000:18:00.0', mdevType: 'nvidia-231' }],
+    });
+    expect(vgpu!.why).toMatch(
+      /GRID T4-2Q \(7 more instance\(s\) available; num_heads=4, .*\) .*NVIDIA's Windows driver$/,
+    );
+    expect(vgpu!.tradeoff).toMatch(/vGPU manager driver on the host .* licence server/);
+    // NVIDIA's guest drivers exist for Windows and Linux only; the BMC's VGA is never handed out.
+    expect(
+      planGraphics(report('nvidia-vgpu-server'), QEMU_72, 'macos', 'desktop').map((s) => s.kind),
+    ).toEqual(['virtio-2d']);
+  });
+
+  it('picks a workstation (Q) vGPU profile before business, streaming and compute ones', () => {
+    const t4 = report('nvidia-vgpu-server').gpus.find((g) => g.vendor === 'nvidia')!;
+    const fresh: HostReport = {
+      ...report('nvidia-vgpu-server'),
+      gpus: [{ ...t4, mdevTypes: t4.mdevTypes.map((t) => ({ ...t, available: 4 })) }],
+    };
+    expect(brief(planGraphics(fresh, QEMU_72, 'windows', 'desktop'))[0]).toBe(
+      'nvidia-vgpu 0000:18:00.0/nvidia-230',
+    );
+  });
+
   it('single-GPU passthrough only when asked, and then with its caveats', () => {
     const apu = report('amd-apu-only');
     expect(planGraphics(apu, QEMU_72, 'windows', 'gaming').map((s) => s.kind)).toEqual(['virtio-2d']);
