@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { cli, useHome } from './helpers.js';
+import { readFile, writeFile } from 'node:fs/promises';
+import { cli, createGuest, json, stopDaemon, useHome, type Vm } from './helpers.js';
 
 const home = useHome();
 
@@ -55,5 +56,36 @@ describe('phyllome host check', () => {
       /^Seat 1: screen on 0000:03:00\.0 \+ 0000:03:00\.1, keyboard and mouse on USB controller 0000:00:14\.0$/m,
     );
     expect(r.stdout).not.toMatch(/KVM runs guest code|KVM is not usable/);
+  });
+
+  it('prints the caveats of single-GPU passthrough when the boot GPU is offered', async () => {
+    const root = path.join(import.meta.dirname, '../fixtures/real-hosts/amd-apu-only');
+    const plain = await cli(home(), ['host', 'check', '--root', root]);
+    expect(plain.stdout).toMatch(/^ {2}windows {2}virtio-2d: /m);
+    expect(plain.stdout).not.toMatch(/loses its console/);
+    const r = await cli(home(), ['host', 'check', '--root', root, '--allow-boot-gpu']);
+    expect(r.stdout).toMatch(/^ {2}windows {2}vfio-passthrough \(0000:07:00\.0, 0000:07:00\.1, /m);
+    expect(r.stdout).toMatch(
+      /^ {11}! The host loses its console: 0000:07:00\.0 drives the host's screen, and the VM takes it while it runs$/m,
+    );
+    expect(r.stdout).toMatch(
+      /^ {11}! Recovery is over SSH: stop the VM, then give 0000:07:00\.0 back to amdgpu/m,
+    );
+  });
+
+  it('a VM whose host GPU is not on this host does not start, and says what to do', async () => {
+    const h = home();
+    await createGuest(h, 'gpu');
+    await stopDaemon(h);
+    const file = path.join(h.home, 'vms', 'gpu', 'vm.json');
+    const spec = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+    spec.graphics = { device: 'none', hostDevices: [{ kind: 'vf', address: '0000:7f:00.1' }] };
+    await writeFile(file, JSON.stringify(spec));
+    const r = await cli(h, ['start', 'gpu']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(
+      '0000:7f:00.1 is not on this host (no /sys/bus/pci/devices/0000:7f:00.1): check the address with "phyllome host check" or lspci -D, then edit the VM',
+    );
+    expect((await json<Vm>(h, ['status', 'gpu'])).state).toBe('stopped');
   });
 });
