@@ -289,6 +289,11 @@ export function specToKubevirt(spec: VmSpec, opts: KubevirtOptions): KubevirtExp
   if (spec.graphics.device === 'virtio-vga-gl' || spec.graphics.device === 'virtio-gpu-gl-pci') {
     notes.push(`Graphics ${spec.graphics.device} (3D) becomes KubeVirt's 2D display: it has no virgl.`);
   }
+  if (spec.graphics.hostDevices) {
+    notes.push(
+      `Host GPU hardware (${spec.graphics.hostDevices.map((d) => d.address).join(', ')}) is left out: KubeVirt hands out GPUs by resource name (devices.gpus, with a deviceName the cluster permits in permittedHostDevices); add one there.`,
+    );
+  }
   if (spec.tpm) {
     notes.push(
       "The TPM starts empty: its state (keys the guest sealed, like BitLocker's) does not carry over; have " +

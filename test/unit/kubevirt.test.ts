@@ -178,6 +178,14 @@ describe('KubeVirt export', () => {
     const out = specToKubevirt(old, { images: images(old) });
     expect(out.notes.join('\n')).toMatch(/Machine pc \(i440fx\) becomes q35.*IDE.*SATA/);
     expect(out.notes.join('\n')).toMatch(/virtio-vga-gl \(3D\) becomes KubeVirt's 2D display/);
+    const gpu = parseSpec({
+      ...identity,
+      name: 'gpu',
+      graphics: { device: 'virtio-vga', hostDevices: [{ kind: 'vf', address: '0000:03:00.1' }] },
+    });
+    expect(specToKubevirt(gpu, { images: images(gpu) }).notes).toContain(
+      'Host GPU hardware (0000:03:00.1) is left out: KubeVirt hands out GPUs by resource name (devices.gpus, with a deviceName the cluster permits in permittedHostDevices); add one there.',
+    );
     expect(JSON.stringify(out.documents[0])).toContain(
       '{"name":"disk0","bootOrder":1,"disk":{"bus":"sata"}}',
     );
