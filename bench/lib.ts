@@ -38,6 +38,22 @@ export function cli(env: NodeJS.ProcessEnv, args: string[]): Promise<string> {
   );
 }
 
+/** Defines a VM booting the test guest (256M, serial console); extra CLI flags may follow. */
+export const createGuest = (env: NodeJS.ProcessEnv, guest: string, name: string, extra: string[] = []) =>
+  cli(env, [
+    'create',
+    name,
+    '--memory',
+    '256M',
+    '--kernel',
+    `${guest}/vmlinuz`,
+    '--initrd',
+    `${guest}/initrd.img`,
+    '--append',
+    'console=ttyS0 panic=-1 quiet',
+    ...extra,
+  ]);
+
 export const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   const mid = Math.floor(s.length / 2);
@@ -45,3 +61,9 @@ export const median = (xs: number[]): number => {
 };
 
 export const ms = (x: number): string => `${x.toFixed(0)} ms`;
+
+/** The value below which a fraction q of xs lie (nearest rank). */
+export const percentile = (xs: number[], q: number): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil(q * s.length) - 1)]!;
+};

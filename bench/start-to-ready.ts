@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { cli, median, ms, prepare } from './lib.ts';
+import { cli, createGuest, median, ms, prepare } from './lib.ts';
 
 const READY = 'PHYLLOME-GUEST-READY';
 const rounds = Number(process.argv[2] ?? 5);
@@ -54,20 +54,7 @@ async function rawRound(args: string[]): Promise<number> {
 }
 
 try {
-  await cli(env, [
-    'create',
-    'bench',
-    '--memory',
-    '256M',
-    '--kernel',
-    `${guest}/vmlinuz`,
-    '--initrd',
-    `${guest}/initrd.img`,
-    '--append',
-    'console=ttyS0 panic=-1 quiet',
-    '--disk',
-    `${guest}/disk.ext4:ro`,
-  ]);
+  await createGuest(env, guest, 'bench', ['--disk', `${guest}/disk.ext4:ro`]);
   await cli(env, ['list']); // the daemon is up and its KVM probe done before timing
   await cli(env, ['host']);
   const log = path.join(env.PHYLLOME_HOME!, 'vms/bench/serial.log');

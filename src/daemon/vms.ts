@@ -302,7 +302,13 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
   }
 
   private onQmpEvent(vm: Vm, e: QmpEvent): void {
-    this.emitEvent({ type: 'qemu-event', vm: vm.spec.name, event: e.event });
+    const t = e.timestamp;
+    this.emitEvent({
+      type: 'qemu-event',
+      vm: vm.spec.name,
+      event: e.event,
+      ...(t ? { emittedAt: new Date(t.seconds * 1000 + t.microseconds / 1000).toISOString() } : {}),
+    });
     switch (e.event) {
       case 'STOP':
         if (vm.state === 'running') this.setState(vm, 'paused');

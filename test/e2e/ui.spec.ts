@@ -176,6 +176,33 @@ test("a VM's page shows its screen through the daemon's VNC bridge; the host pag
     await expect(page.getByRole('application', { name: 'Screen of screen' }).locator('canvas')).toBeVisible();
     await page.screenshot({ path: info.outputPath('screen.png') });
 
+    // Its graphs (uPlot), each with its latest value in words.
+    const cpu = page.getByRole('figure', { name: /^CPU/ });
+    await expect(cpu.locator('canvas')).toBeVisible();
+    await expect(cpu).toContainText(/\d\.\d % of one host core/, { timeout: 10_000 });
+
+    // Full screen, on the console's container (the page's own code runs as strings: no DOM types here).
+    await page.getByRole('button', { name: 'Show the screen of screen full screen' }).click();
+    await expect
+      .poll(() => page.evaluate('document.fullscreenElement?.querySelector("canvas") != null'))
+      .toBe(true);
+    await page.evaluate('document.exitFullscreen()');
+
+    // Ctrl+Alt+Del reaches the booted guest's keyboard: its kernel reboots (QEMU's RESET event).
+    await expect
+      .poll(() => readFile(path.join(dir, 'home/vms/screen/serial.log'), 'utf8').catch(() => ''), {
+        timeout: 90_000,
+      })
+      .toContain('PHYLLOME-GUEST-READY');
+    await page.evaluate(`new Promise((opened) => {
+      const ws = new WebSocket('ws://' + location.host + '/v1/events');
+      window.qemuEvents = [];
+      ws.onmessage = (m) => window.qemuEvents.push(JSON.parse(m.data).event);
+      ws.onopen = opened;
+    })`);
+    await page.getByRole('button', { name: 'Send Ctrl+Alt+Del to screen' }).click();
+    await expect.poll(() => page.evaluate('window.qemuEvents'), { timeout: 15_000 }).toContain('RESET');
+
     // The host page: what `phyllome host` and `phyllome host check` say.
     await page.getByRole('navigation', { name: 'Sections' }).getByRole('link', { name: 'Host' }).click();
     expect(new URL(page.url()).pathname).toBe('/host');

@@ -10,6 +10,7 @@ import {
   Title,
 } from '@patternfly/react-core';
 import { lazy, Suspense } from 'react';
+import { Graphs } from './Graphs.js';
 import { LoginProblem } from './LoginProblem.js';
 import { link } from './nav.js';
 import { VmActions, VmState } from './VmActions.js';
@@ -58,6 +59,7 @@ export function VmDetail({ name }: { name: string }) {
                 <DescriptionListDescription>{vm.spec.memory}</DescriptionListDescription>
               </DescriptionListGroup>
             </DescriptionList>
+            <Graphs name={vm.name} live={live} />
             {vm.spec.graphics.device !== 'none' && (
               <>
                 <Title headingLevel="h3" className="pf-v6-u-mt-lg pf-v6-u-mb-sm">

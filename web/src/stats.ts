@@ -1,0 +1,102 @@
+// The VM page's live graphs, the pure part: a window of samples, and what each graph draws and says.
+
+/** What the graphs use of a sample from /v1/vms/NAME/stats (src/daemon/stats.ts StatsSample). */
+export interface StatsSample {
+  at: number;
+  cpu: { percent: number | null };
+  memory: { rssBytes: number; configuredBytes: number };
+  disk: { readBps: number | null; writeBps: number | null };
+  net: { rxBytes: number | null; rxBps: number | null; txBps: number | null };
+  nics: { note?: string }[];
+}
+
+/** How far back the graphs reach. */
+export const WINDOW_MS = 120_000;
+
+/** The history with this sample added and those older than the window dropped. */
+export function keepWindow(history: StatsSample[], sample: StatsSample): StatsSample[] {
+  const from = sample.at - WINDOW_MS;
+  return [...history.filter((s) => s.at >= from && s.at < sample.at), sample];
+}
+
+export type Unit = 'percent' | 'bytes' | 'rate';
+
+export interface Graph {
+  title: string;
+  unit: Unit;
+  series: { label: string; values: (number | null)[] }[];
+  /** The latest values in words: shown beside the graph, and what a screen reader gets. */
+  now: string;
+}
+
+const BYTE_UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+
+export function formatBytes(n: number): string {
+  let i = 0;
+  while (n >= 1024 && i < BYTE_UNITS.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${i === 0 ? n.toFixed(0) : n.toFixed(1)} ${BYTE_UNITS[i]}`;
+}
+
+export function formatValue(unit: Unit, v: number | null | undefined): string {
+  if (v === null || v === undefined) return '–';
+  if (unit === 'percent') return `${v.toFixed(1)} %`;
+  return unit === 'rate' ? `${formatBytes(v)}/s` : formatBytes(v);
+}
+
+/** The time axis (seconds, as uPlot wants) and the four graphs, from the oldest sample to the latest. */
+export function graphs(history: StatsSample[]): { times: number[]; graphs: Graph[] } {
+  const last = history.at(-1);
+  const pick = (f: (s: StatsSample) => number | null) => history.map(f);
+  const pair = (
+    unit: Unit,
+    a: string,
+    b: string,
+    va: number | null | undefined,
+    vb: number | null | undefined,
+  ) => `${a} ${formatValue(unit, va)}, ${b} ${formatValue(unit, vb)}`;
+  const netNote = last?.nics.find((n) => n.note)?.note;
+  return {
+    times: history.map((s) => s.at / 1000),
+    graphs: [
+      {
+        title: 'CPU',
+        unit: 'percent',
+        series: [{ label: 'CPU', values: pick((s) => s.cpu.percent) }],
+        now: `${formatValue('percent', last?.cpu.percent)} of one host core`,
+      },
+      {
+        title: 'Memory',
+        unit: 'bytes',
+        series: [{ label: 'Resident', values: pick((s) => s.memory.rssBytes) }],
+        now: last
+          ? `${formatBytes(last.memory.rssBytes)} resident, guest has ${formatBytes(last.memory.configuredBytes)}`
+          : '–',
+      },
+      {
+        title: 'Disk',
+        unit: 'rate',
+        series: [
+          { label: 'Read', values: pick((s) => s.disk.readBps) },
+          { label: 'Write', values: pick((s) => s.disk.writeBps) },
+        ],
+        now: pair('rate', 'read', 'write', last?.disk.readBps, last?.disk.writeBps),
+      },
+      {
+        title: 'Network',
+        unit: 'rate',
+        series: [
+          { label: 'Received', values: pick((s) => s.net.rxBps) },
+          { label: 'Sent', values: pick((s) => s.net.txBps) },
+        ],
+        // User-mode NICs cannot be counted: say so rather than draw an empty line as if idle.
+        now:
+          last && last.net.rxBytes === null && netNote
+            ? netNote
+            : pair('rate', 'received', 'sent', last?.net.rxBps, last?.net.txBps),
+      },
+    ],
+  };
+}
