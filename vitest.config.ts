@@ -6,8 +6,19 @@ export default defineConfig({
       {
         test: {
           name: 'unit',
-          include: ['test/unit/**/*.test.ts'],
+          // .tsx: the web UI's component tests (type-checked with web/tsconfig.json).
+          include: ['test/unit/**/*.test.{ts,tsx}'],
           testTimeout: 30_000,
+          // PatternFly's modules import their CSS: its ES modules go through Vite, which stubs CSS.
+          server: { deps: { inline: [/@patternfly\//] } },
+        },
+        resolve: {
+          alias: [
+            {
+              find: /^@patternfly\/(react-core|react-table)$/,
+              replacement: '@patternfly/$1/dist/esm/index.js',
+            },
+          ],
         },
       },
       {

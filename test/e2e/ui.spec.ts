@@ -4,6 +4,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { expect, test } from '@playwright/test';
 import { isQemuFor, readPidfile } from '../../src/qemu/process.js';
+import { makeIso } from '../fixtures/iso.js';
 
 const root = path.resolve(import.meta.dirname, '../..');
 const VM = 'e2e';
@@ -265,4 +266,47 @@ test('a page opened without logging in says how to log in', async ({ page }) => 
   await page.goto(`http://127.0.0.1:${port}/`);
   await expect(page.getByText('Not logged in')).toBeVisible();
   await expect(page.locator('code', { hasText: 'phyllome ui' })).toBeVisible();
+});
+
+test("a stopped VM's page takes a snapshot and a new disk; the wizard uploads an ISO and plans from the OS on it", async ({
+  page,
+}, info) => {
+  await createGuest('panes');
+  const { url } = JSON.parse(await phyllome(['ui', '--json'])) as { url: string };
+  await page.goto(url);
+  await page.getByRole('link', { name: 'panes', exact: true }).click();
+
+  await page.getByRole('tab', { name: 'Disks' }).click();
+  await page.getByLabel(/^New disk size/).fill('64M');
+  await page.getByRole('button', { name: 'Add disk' }).click();
+  const disks = page.getByRole('grid', { name: 'Disks of panes' });
+  // A new encrypted image takes a moment (LUKS key derivation), more under TCG load.
+  await expect(disks.getByRole('row', { name: /^disk0 .* 64 MiB .* qcow2 yes virtio/ })).toBeVisible({
+    timeout: 30_000,
+  });
+
+  await page.getByRole('tab', { name: 'Snapshots' }).click();
+  await page.getByLabel('New snapshot name').fill('first');
+  await page.getByRole('button', { name: 'Take snapshot' }).click();
+  const snapshots = page.getByRole('grid', { name: 'Snapshots of panes' });
+  await expect(snapshots.getByRole('row', { name: /^first current/ })).toBeVisible({ timeout: 30_000 });
+  // A refusal is shown as the daemon words it, not swallowed.
+  await page.getByLabel('New snapshot name').fill('first');
+  await page.getByRole('button', { name: 'Take snapshot' }).click();
+  await expect(page.getByRole('heading', { name: /already/ })).toBeVisible();
+  await page.screenshot({ path: info.outputPath('snapshots.png') });
+
+  const iso = await makeIso(dir, 'debian-11.5.iso', { volume: 'Debian 11.5.0 amd64 n', system: 'LINUX' });
+  await page.goto(`http://127.0.0.1:${port}/create`);
+  await page.getByLabel(/^Name/).fill('from-iso');
+  await page.getByLabel('Upload an ISO').setInputFiles(iso);
+  await expect(page.getByText(/Identified as .* \(debian11\)/)).toBeVisible({ timeout: 30_000 });
+  await expect(page.getByLabel(/^Operating system/)).toHaveValue('debian11');
+  await page.getByRole('button', { name: 'Next' }).click();
+  await page.getByRole('button', { name: 'Next' }).click();
+  const plan = page.getByRole('grid', { name: 'Plan' });
+  await expect(plan.getByRole('row', { name: /^media install: \/.*\/isos\/debian-11\.5\.iso/ })).toBeVisible({
+    timeout: 30_000,
+  });
+  await page.screenshot({ path: info.outputPath('iso-plan.png') });
 });

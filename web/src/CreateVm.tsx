@@ -4,8 +4,6 @@ import {
   FormGroup,
   FormSelect,
   FormSelectOption,
-  List,
-  ListItem,
   NumberInput,
   Spinner,
   TextInput,
@@ -13,16 +11,12 @@ import {
   Wizard,
   WizardStep,
 } from '@patternfly/react-core';
-import { Table, Tbody, Td, Th, Thead, Tr } from '@patternfly/react-table';
 import { useEffect, useState } from 'react';
 import { call, type Vm } from './api.js';
+import { IsoPicker } from './IsoPicker.js';
 import { go, vmPath } from './nav.js';
-
-interface Plan {
-  spec: Record<string, unknown>;
-  choices: { item: string; value: string; reason: string }[];
-  notes: string[];
-}
+import { PlanReview } from './PlanReview.js';
+import type { Overrides, Plan } from './review.js';
 
 interface OsEntry {
   shortId: string;
@@ -32,18 +26,22 @@ interface OsEntry {
 const intents = ['desktop', 'gaming', 'server'] as const;
 
 /**
- * `phyllome create --os`, as a wizard: what the user chooses, then the planner's plan with every
- * choice's reason (POST /v1/plan), then the VM made from that plan.
+ * `phyllome create --os/--iso`, as a wizard: what the user chooses (an OS, or an installer ISO the
+ * OS is identified from), then the planner's plan with every choice's reason (POST /v1/plan), which
+ * an expert may change, then the VM made from that plan.
  */
 export function CreateVm() {
   const [name, setName] = useState('');
   const [os, setOs] = useState('');
+  const [iso, setIso] = useState('');
   const [known, setKnown] = useState<OsEntry[]>([]);
   const [intent, setIntent] = useState<(typeof intents)[number]>('desktop');
   const [memory, setMemory] = useState('');
   const [cpus, setCpus] = useState<number | ''>('');
   const [diskSize, setDiskSize] = useState('');
+  const [expert, setExpert] = useState<Overrides>({});
   const [plan, setPlan] = useState<Plan | undefined>();
+  const [planning, setPlanning] = useState(false);
   const [error, setError] = useState<string | undefined>();
 
   // The OS field suggests what osinfo-db knows for what is typed so far.
@@ -59,19 +57,20 @@ export function CreateVm() {
   }, [os]);
 
   const askPlan = () => {
-    setPlan(undefined);
     setError(undefined);
     const overrides = Object.fromEntries(
       Object.entries({
+        ...expert,
         memory: memory || undefined,
         cpus: cpus || undefined,
         diskSize: diskSize || undefined,
       }).filter(([, v]) => v !== undefined),
     );
-    call<Plan>('POST', '/v1/plan', { name, ...(os ? { os } : {}), intent, overrides }).then(
-      setPlan,
-      (e: Error) => setError(e.message),
-    );
+    const body = { name, ...(os ? { os } : {}), ...(iso ? { iso } : {}), intent, overrides };
+    setPlanning(true);
+    call<Plan>('POST', '/v1/plan', body)
+      .then(setPlan, (e: Error) => setError(e.message))
+      .finally(() => setPlanning(false));
   };
 
   const create = async () => {
@@ -94,6 +93,14 @@ export function CreateVm() {
             <FormGroup label="Name" isRequired fieldId="vm-name">
               <TextInput id="vm-name" isRequired value={name} onChange={(_e, v) => setName(v)} />
             </FormGroup>
+            <IsoPicker
+              value={iso}
+              onChange={(picked) => {
+                setIso(picked?.path ?? '');
+                // The OS identified on the ISO is preselected; the user may still name another.
+                if (picked?.os) setOs(picked.os.shortId);
+              }}
+            />
             <FormGroup label="Operating system (osinfo-db id, like debian11 or win11)" fieldId="vm-os">
               <TextInput id="vm-os" list="vm-os-known" value={os} onChange={(_e, v) => setOs(v)} />
               <datalist id="vm-os-known">
@@ -142,56 +149,33 @@ export function CreateVm() {
         <WizardStep
           name="Review the plan"
           id="review"
-          footer={{ nextButtonText: 'Create', isNextDisabled: !plan }}
+          footer={{ nextButtonText: 'Create', isNextDisabled: !plan || planning }}
         >
-          <PlanReview plan={plan} error={error} ask={askPlan} />
+          <ReviewStep plan={plan} error={error} ask={askPlan} expert={expert} setExpert={setExpert} />
         </WizardStep>
       </Wizard>
     </>
   );
 }
 
-/** The plan, asked for when the step shows, each choice with the planner's reason. */
-function PlanReview({
-  plan,
-  error,
-  ask,
-}: {
+/** The plan, asked for when the step shows and again whenever the expert changes a choice. */
+function ReviewStep(props: {
   plan: Plan | undefined;
   error: string | undefined;
   ask: () => void;
+  expert: Overrides;
+  setExpert: (o: Overrides) => void;
 }) {
-  // Once per visit of the step: going back to change a field and returning plans again.
-  useEffect(ask, []);
-  if (error) return <Alert isInline variant="danger" title={error} />;
-  if (!plan) return <Spinner size="lg" aria-label="Planning" />;
+  // Once per visit of the step (going back to change a field and returning plans again), and per change.
+  useEffect(props.ask, [props.expert]);
   return (
     <>
-      {plan.notes.length > 0 && (
-        <List>
-          {plan.notes.map((n) => (
-            <ListItem key={n}>{n}</ListItem>
-          ))}
-        </List>
+      {props.error && <Alert isInline variant="danger" title={props.error} className="pf-v6-u-mb-md" />}
+      {props.plan ? (
+        <PlanReview plan={props.plan} overrides={props.expert} onOverride={props.setExpert} />
+      ) : (
+        !props.error && <Spinner size="lg" aria-label="Planning" />
       )}
-      <Table aria-label="Plan" variant="compact">
-        <Thead>
-          <Tr>
-            <Th>Item</Th>
-            <Th>Choice</Th>
-            <Th>Why</Th>
-          </Tr>
-        </Thead>
-        <Tbody>
-          {plan.choices.map((c) => (
-            <Tr key={c.item}>
-              <Td dataLabel="Item">{c.item}</Td>
-              <Td dataLabel="Choice">{c.value}</Td>
-              <Td dataLabel="Why">{c.reason}</Td>
-            </Tr>
-          ))}
-        </Tbody>
-      </Table>
     </>
   );
 }

@@ -7,9 +7,17 @@ import {
   DescriptionListTerm,
   Flex,
   Spinner,
+  Tab,
+  Tabs,
+  TabTitleText,
   Title,
 } from '@patternfly/react-core';
-import { lazy, Suspense } from 'react';
+import { lazy, Suspense, useState } from 'react';
+import { Disks } from './Disks.js';
+import { Media } from './Media.js';
+import { OpProgressBar } from './OpProgress.js';
+import { Settings } from './Settings.js';
+import { Snapshots } from './Snapshots.js';
 import { Graphs } from './Graphs.js';
 import { LoginProblem } from './LoginProblem.js';
 import { link } from './nav.js';
@@ -21,8 +29,11 @@ import { useVms } from './vms.js';
 const SerialConsole = lazy(() => import('./SerialConsole.js'));
 const Screen = lazy(() => import('./Screen.js'));
 
+type Pane = 'console' | 'snapshots' | 'disks' | 'media' | 'settings';
+
 export function VmDetail({ name }: { name: string }) {
   const v = useVms();
+  const [tab, setTab] = useState<Pane>('console');
   if (v.loggedOut) return <LoginProblem message={v.loggedOut} />;
   const vm = v.vms?.find((x) => x.name === name);
   const live = vm?.state === 'running' || vm?.state === 'paused';
@@ -60,30 +71,54 @@ export function VmDetail({ name }: { name: string }) {
               </DescriptionListGroup>
             </DescriptionList>
             <Graphs name={vm.name} live={live} />
-            {vm.spec.graphics.device !== 'none' && (
-              <>
+            <OpProgressBar vm={vm.name} progress={v.progress.get(vm.name)} />
+            <Tabs
+              className="pf-v6-u-mt-lg"
+              activeKey={tab}
+              onSelect={(_e, k) => setTab(k as Pane)}
+              aria-label={`Panes of ${vm.name}`}
+              mountOnEnter
+              unmountOnExit
+            >
+              <Tab eventKey="console" title={<TabTitleText>Console</TabTitleText>}>
+                {vm.spec.graphics.device !== 'none' && (
+                  <>
+                    <Title headingLevel="h3" className="pf-v6-u-mt-lg pf-v6-u-mb-sm">
+                      Screen
+                    </Title>
+                    {live ? (
+                      <Suspense fallback={<Spinner size="lg" aria-label="Loading the screen" />}>
+                        <Screen name={vm.name} />
+                      </Suspense>
+                    ) : (
+                      <p>The screen shows when the VM runs.</p>
+                    )}
+                  </>
+                )}
                 <Title headingLevel="h3" className="pf-v6-u-mt-lg pf-v6-u-mb-sm">
-                  Screen
+                  Serial console
                 </Title>
                 {live ? (
-                  <Suspense fallback={<Spinner size="lg" aria-label="Loading the screen" />}>
-                    <Screen name={vm.name} />
+                  <Suspense fallback={<Spinner size="lg" aria-label="Loading the console" />}>
+                    <SerialConsole name={vm.name} />
                   </Suspense>
                 ) : (
-                  <p>The screen shows when the VM runs.</p>
+                  <p>The console opens when the VM runs.</p>
                 )}
-              </>
-            )}
-            <Title headingLevel="h3" className="pf-v6-u-mt-lg pf-v6-u-mb-sm">
-              Serial console
-            </Title>
-            {live ? (
-              <Suspense fallback={<Spinner size="lg" aria-label="Loading the console" />}>
-                <SerialConsole name={vm.name} />
-              </Suspense>
-            ) : (
-              <p>The console opens when the VM runs.</p>
-            )}
+              </Tab>
+              <Tab eventKey="snapshots" title={<TabTitleText>Snapshots</TabTitleText>}>
+                <Snapshots vm={vm} />
+              </Tab>
+              <Tab eventKey="disks" title={<TabTitleText>Disks</TabTitleText>}>
+                <Disks vm={vm} />
+              </Tab>
+              <Tab eventKey="media" title={<TabTitleText>Media</TabTitleText>}>
+                <Media vm={vm} />
+              </Tab>
+              <Tab eventKey="settings" title={<TabTitleText>Settings</TabTitleText>}>
+                <Settings vm={vm} />
+              </Tab>
+            </Tabs>
           </>
         )
       )}

@@ -1,6 +1,7 @@
 import { Alert, AlertActionCloseButton, Button, Flex, Title } from '@patternfly/react-core';
 import { Table, Tbody, Td, Th, Thead, Tr } from '@patternfly/react-table';
 import { LoginProblem } from './LoginProblem.js';
+import { OpProgressBar } from './OpProgress.js';
 import { link, vmPath } from './nav.js';
 import { VmActions, VmState } from './VmActions.js';
 import { useVms } from './vms.js';
@@ -63,6 +64,7 @@ export function VmList() {
               </Td>
               <Td dataLabel="State">
                 <VmState vm={vm} />
+                <OpProgressBar vm={vm.name} progress={v.progress.get(vm.name)} />
               </Td>
               <Td dataLabel="OS">{vm.spec.os ?? '-'}</Td>
               <Td dataLabel="CPUs">{vm.spec.cpus}</Td>

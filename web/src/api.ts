@@ -3,7 +3,15 @@ export interface Vm {
   name: string;
   state: 'stopped' | 'starting' | 'running' | 'paused' | 'stopping';
   reason?: string;
-  spec: { memory: string; cpus: number; os?: string; graphics: { device: string } };
+  spec: {
+    memory: string;
+    cpus: number;
+    os?: string;
+    machine: string;
+    firmware: { type: string; secureBoot?: boolean };
+    graphics: { device: string };
+    nics: { model: string; net: { type: string; hostLoopback?: boolean } }[];
+  };
 }
 
 /** A daemon event from /v1/events (src/daemon/vms.ts VmEvent). */
@@ -12,6 +20,9 @@ export interface VmEvent {
   vm: string;
   state?: Vm['state'];
   reason?: string;
+  /** For progress: what runs (clone, export, import, migrate) and how far it is. */
+  op?: string;
+  percent?: number;
 }
 
 /** An answer the daemon refused; its message says what to do. */

@@ -26,6 +26,25 @@ export const actionLabel: Record<Action, string> = {
 };
 
 const RECONNECT_MS = 2000;
+/** A long operation that stops reporting (it failed, or the stream dropped) stops showing after this. */
+const PROGRESS_STALE_MS = 30_000;
+
+/** How far a VM's long operation (clone, export, import, migrate) is. */
+export interface OpProgress {
+  op: string;
+  percent: number;
+}
+
+/** Pure: the progress map after one progress event; a finished operation leaves it. */
+export function nextProgress(
+  progress: ReadonlyMap<string, OpProgress>,
+  e: { vm: string; op?: string; percent?: number },
+): Map<string, OpProgress> {
+  const next = new Map(progress);
+  if (e.percent === undefined || e.percent >= 100) next.delete(e.vm);
+  else next.set(e.vm, { op: e.op ?? 'operation', percent: e.percent });
+  return next;
+}
 
 /**
  * The VMs, kept current by the daemon's event stream: a state event updates its VM, a VM created
@@ -37,6 +56,7 @@ export function useVms() {
   const [loggedOut, setLoggedOut] = useState<string | undefined>();
   const [connected, setConnected] = useState(true);
   const [busy, setBusy] = useState<Set<string>>(new Set());
+  const [progress, setProgress] = useState<ReadonlyMap<string, OpProgress>>(new Map());
 
   const fail = useCallback((e: unknown) => {
     if (e instanceof ApiError && e.status === 401) setLoggedOut(e.message);
@@ -47,6 +67,15 @@ export function useVms() {
     let ws: WebSocket | undefined;
     let retry: ReturnType<typeof setTimeout> | undefined;
     let closed = false;
+    const stale = new Map<string, ReturnType<typeof setTimeout>>();
+    const onProgress = (e: VmEvent) => {
+      setProgress((p) => nextProgress(p, e));
+      clearTimeout(stale.get(e.vm));
+      stale.set(
+        e.vm,
+        setTimeout(() => setProgress((p) => nextProgress(p, { vm: e.vm })), PROGRESS_STALE_MS),
+      );
+    };
     const reload = () => call<Vm[]>('GET', '/v1/vms').then(setVms);
     const connect = () => {
       ws = new WebSocket(wsUrl('/v1/events'));
@@ -60,7 +89,8 @@ export function useVms() {
         if (e.type === 'state' && e.state) {
           const { state, reason } = e;
           setVms((list) => list?.map((vm) => (vm.name === e.vm ? { ...vm, state, reason } : vm)));
-        } else if (e.type === 'created' || e.type === 'deleted') reload().catch(fail);
+        } else if (e.type === 'progress') onProgress(e);
+        else if (e.type === 'created' || e.type === 'deleted') reload().catch(fail);
       };
       ws.onclose = () => {
         if (closed) return;
@@ -84,6 +114,7 @@ export function useVms() {
     return () => {
       closed = true;
       clearTimeout(retry);
+      stale.forEach((t) => clearTimeout(t));
       ws?.close();
     };
   }, [fail]);
@@ -108,5 +139,5 @@ export function useVms() {
     }
   };
 
-  return { vms, error, clearError: () => setError(undefined), loggedOut, connected, busy, act };
+  return { vms, error, clearError: () => setError(undefined), loggedOut, connected, busy, progress, act };
 }
