@@ -88,4 +88,19 @@ describe('phyllome host check', () => {
     );
     expect((await json<Vm>(h, ['status', 'gpu'])).state).toBe('stopped');
   });
+
+  it('create --gpu names a GPU this host cannot hand over: refused with why, nothing created', async () => {
+    const h = home();
+    const r = await cli(h, ['create', 'g', '--os', 'fedora40', '--gpu', '0000:7f:00.0', '--dry-run']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(
+      '--gpu 0000:7f:00.0: this host offers no way to hand that GPU to this guest (it can hand over none); "phyllome host check" says why',
+    );
+    const bad = await cli(h, ['create', 'g', '--os', 'fedora40', '--gpu', '7f:00.0,x=1', '--dry-run']);
+    expect(bad.stderr).toMatch(/overrides.gpu: must be a PCI address like 0000:03:00.0/);
+    expect((await cli(h, ['create', 'g', '--gpu', '0000:7f:00.0'])).stderr).toContain(
+      '--intent and --gpu need --os or --iso to plan for',
+    );
+    expect(await json<unknown[]>(h, ['list', '--json'])).toEqual([]);
+  });
 });
