@@ -23,11 +23,19 @@ export function Media({ vm }: { vm: Vm }) {
   const [chosen, setChosen] = useState<Record<number, string>>({});
   const [typed, setTyped] = useState<Record<number, string>>({});
   const insertPath = (d: number) => chosen[d] || typed[d] || '';
+  // A stopped VM with no CD-ROM gets one with its first medium.
+  const drives: Drive[] = r.data?.drives.length
+    ? r.data.drives
+    : vm.state === 'stopped'
+      ? [{ drive: 0, role: 'none yet: inserting adds one' }]
+      : [];
   return (
     <>
       <Problem error={r.error ?? isos.error} clear={r.error ? r.clearError : isos.clearError} />
-      {r.data?.drives.length === 0 && <p>{vm.name} has no CD-ROM drive.</p>}
-      {!!r.data?.drives.length && (
+      {r.data && drives.length === 0 && (
+        <p>{vm.name} has no CD-ROM drive: one can be added while it is stopped.</p>
+      )}
+      {r.data && drives.length > 0 && (
         <Table aria-label={`CD-ROM drives of ${vm.name}`} variant="compact">
           <Thead>
             <Tr>
@@ -39,7 +47,7 @@ export function Media({ vm }: { vm: Vm }) {
             </Tr>
           </Thead>
           <Tbody>
-            {r.data.drives.map((d) => (
+            {drives.map((d) => (
               <Tr key={d.drive}>
                 <Td dataLabel="Drive">{d.drive}</Td>
                 <Td dataLabel="Role">{d.role}</Td>
