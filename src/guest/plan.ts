@@ -355,6 +355,9 @@ export function planGuest(req: PlanRequest, host: HostOffer): GuestPlan {
 
   // Graphics: the best strategy this host allows without taking host hardware, unless a GPU is named.
   let graphics: GraphicsChoice;
+  if (o.gpu && o.graphics) {
+    throw new PlanError('--gpu chooses the graphics itself: leave out --graphics');
+  }
   if (o.gpu) {
     const picked = pickGpu(host.graphics, o.gpu);
     graphics = picked.graphics;

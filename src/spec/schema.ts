@@ -293,6 +293,16 @@ const machineRules = (spec: z.output<typeof vmSpecInputFields>, ctx: z.Refinemen
       message: 'Secure Boot firmware needs SMM, which Phyllome sets up on machine q35 only',
     });
   }
+  const taken = (spec.graphics.hostDevices ?? []).flatMap(hostDeviceAddresses);
+  taken.forEach((a, i) => {
+    if (taken.indexOf(a) !== i) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['graphics', 'hostDevices'],
+        message: `${a} is handed to the guest twice`,
+      });
+    }
+  });
   if (spec.graphics.hostDevices && spec.machine !== 'q35') {
     ctx.addIssue({
       code: 'custom',

@@ -178,6 +178,12 @@ describe('QEMU command line', () => {
     );
     expect(bad([{ kind: 'vf', address: '0000:03:00.1' }], 'pc')).toThrow(/host devices need machine q35/);
     expect(bad([])).toThrow(/graphics.hostDevices/);
+    expect(
+      bad([
+        { kind: 'vfio', address: '0000:03:00.0', companions: ['0000:03:00.1'] },
+        { kind: 'vf', address: '0000:03:00.1' },
+      ]),
+    ).toThrow('graphics.hostDevices: 0000:03:00.1 is handed to the guest twice');
   });
 
   it('gives a Windows 11 profile Secure Boot UEFI, a TPM, SATA, an install CD and Hyper-V', async () => {

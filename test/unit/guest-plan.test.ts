@@ -217,6 +217,9 @@ describe('a host GPU named by the user (create --gpu)', () => {
     });
     expect(gvtg.notes.join('\n')).not.toMatch(/loses its console/);
     expect(() =>
+      plan('fedora40', smallHost(), { overrides: { gpu: '0000:00:02.0', graphics: 'virtio-vga' } }),
+    ).toThrow('--gpu chooses the graphics itself: leave out --graphics');
+    expect(() =>
       plan('win11', smallHost({ graphics: [twoD] }), { overrides: { gpu: '0000:01:00.0' } }),
     ).toThrow(
       '--gpu 0000:01:00.0: this host offers no way to hand that GPU to this guest (it can hand over none); "phyllome host check" says why',
