@@ -2,6 +2,7 @@ import Table from 'cli-table3';
 import type { VmInfo } from '../daemon/vms.js';
 import type { NetworkInfo } from '../daemon/networks.js';
 import type { ForwardSpec } from '../spec/schema.js';
+import type { StatsSample } from '../daemon/stats.js';
 
 /** Human tables: plain borders so they read well in any terminal and in logs. */
 function table(head: string[], rows: (string | number)[][]): string {
@@ -132,6 +133,16 @@ export function vmDetails(vm: VmInfo): string {
       node ? `${vm.spec.graphics.device} (render node ${node})` : vm.spec.graphics.device,
     ]);
   }
+  for (const d of vm.spec.graphics.hostDevices ?? []) {
+    lines.push([
+      'Host GPU',
+      d.kind === 'mdev'
+        ? `${d.address}, mediated ${d.mdevType} (${d.uuid})`
+        : d.kind === 'vf'
+          ? `${d.address} (SR-IOV VF)`
+          : `${d.address} (whole card${d.companions.length ? `, with ${d.companions.join(', ')}` : ''})`,
+    ]);
+  }
   if (vm.spec.os) lines.push(['OS', vm.spec.os]);
   lines.push([
     'Firmware',
@@ -183,4 +194,27 @@ export function networkTable(nets: NetworkRow[]): string {
       n.leases.map((l) => `${l.ip} ${l.mac}`).join('\n') || '-',
     ]),
   );
+}
+
+/** `phyllome stats`: one sample, each line a resource with its total and its rate over the last second. */
+export function statsText(s: StatsSample): string {
+  const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+  const rate = (b: number | null) => (b === null ? '' : ` (${(b / 1024).toFixed(1)} KiB/s)`);
+  const nic = (n: StatsSample['nics'][number]) =>
+    `NIC ${n.index}: ${
+      n.rxBytes === null || n.txBytes === null
+        ? n.note
+        : `received ${mib(n.rxBytes)}${rate(n.rxBps)}, sent ${mib(n.txBytes)}${rate(n.txBps)}`
+    }`;
+  const { cpu, memory, disk } = s;
+  return [
+    `CPU      ${cpu.percent === null ? '-' : `${cpu.percent.toFixed(1)} %`} of one host core (${cpu.hostCores} host cores)`,
+    `Memory   ${mib(memory.rssBytes)} resident, the guest has ${mib(memory.configuredBytes)}${
+      memory.balloonBytes === null ? '' : ` (balloon at ${mib(memory.balloonBytes)})`
+    }`,
+    `Disk     read ${mib(disk.readBytes)}${rate(disk.readBps)}, written ${mib(disk.writeBytes)}${rate(disk.writeBps)}`,
+    ...(s.nics.length
+      ? s.nics.map((n, i) => `${i ? '         ' : 'Network  '}${nic(n)}`)
+      : ['Network  no NICs']),
+  ].join('\n');
 }

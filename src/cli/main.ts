@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import type { VmInfo } from '../daemon/vms.js';
+import type { StatsSample } from '../daemon/stats.js';
 import { VERSION } from '../version.js';
 import { ApiError, Client } from './client.js';
 import { DEFAULT_UI_PORT } from '../daemon/ui-auth.js';
@@ -831,6 +832,16 @@ program
     const vm = await client.call<VmInfo>('GET', vmPath(name));
     warn(vm);
     await print(o.json, vm, async () => (await format()).vmDetails(vm));
+  });
+
+program
+  .command('stats')
+  .description("a running VM's CPU, memory, disk and network use (over one second)")
+  .argument('<name>')
+  .addOption(jsonOption)
+  .action(async (name: string, o: { json?: boolean }) => {
+    const s = await client.call<StatsSample>('GET', `${vmPath(name)}/stats`);
+    await print(o.json, s, async () => (await format()).statsText(s));
   });
 
 program

@@ -157,6 +157,6 @@ export class StatsSampler {
     w.timer = setTimeout(
       () => void this.tick(name, w),
       Math.max(0, INTERVAL_MS - (performance.now() - started)),
-    );
+    ).unref(); // the open WebSocket, not the sampling, is what keeps the daemon busy
   }
 }

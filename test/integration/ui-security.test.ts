@@ -285,6 +285,9 @@ describe('the web UI login and the API over loopback TCP', () => {
     // The kernel read the disk's partition table (and more) while booting.
     expect(sample.disk.readBytes).toBeGreaterThan(0);
     expect(sample.cpu.percent).not.toBeNull();
+    // The CLI reads the same.
+    expect((await json<StatsSample>(h, ['stats', 'stats'])).disk.readBytes).toBeGreaterThan(0);
+    expect(await ok(h, ['stats', 'stats'])).toMatch(/^CPU +\d+\.\d % of one host core/);
 
     await ok(h, ['stop', 'stats', '--force']);
     expect(await closed).toMatchObject({ code: 4000, reason: expect.stringMatching(/stats/) });

@@ -12,6 +12,7 @@ import {
   type StatsSample,
 } from '../../src/daemon/stats.js';
 import { StatsSampler } from '../../src/daemon/stats-sampler.js';
+import { statsText } from '../../src/cli/format.js';
 import type { QmpClient } from '../../src/qemu/qmp.js';
 
 // Captured from a QEMU 7.2 (Debian 12) with a virtio-blk qcow2 disk, an empty CD-ROM and a balloon.
@@ -172,5 +173,45 @@ describe('the stats sampler', () => {
     running = false;
     expect(await ended).toMatch(/stopped sampling VM "vm": VM "vm" is stopped/);
     expect(() => sampler.watch('vm', { sample: () => undefined, end: () => undefined })).toThrow(/stopped/);
+  });
+});
+
+describe('phyllome stats', () => {
+  it('prints each resource with its total and its rate, and why a NIC has none', () => {
+    const at = 1_700_000_000_000;
+    const prev: Reading = {
+      mono: 0,
+      at,
+      cpuTicks: 100,
+      rssBytes: 0,
+      balloonBytes: null,
+      disk: { readBytes: 0, writeBytes: 0 },
+      nics: [{ index: 0, rxBytes: 0, txBytes: 0 }],
+    };
+    const cur: Reading = {
+      ...prev,
+      mono: 1000,
+      at: at + 1000,
+      cpuTicks: 125,
+      rssBytes: 200 * 2 ** 20,
+      balloonBytes: 128 * 2 ** 20,
+      disk: { readBytes: 3 * 2 ** 20, writeBytes: 2048 },
+      nics: [
+        { index: 0, rxBytes: 1024, txBytes: 512 },
+        nicReading(
+          1,
+          nicCounters({ kind: 'passt', socket: '/s', forwards: [], hostLoopback: false }),
+          undefined,
+        ),
+      ],
+    };
+    const s = toSample({ name: 'web', configuredBytes: 256 * 2 ** 20, hostCores: 2 }, prev, cur);
+    expect(statsText(s).split('\n')).toEqual([
+      'CPU      25.0 % of one host core (2 host cores)',
+      'Memory   200.0 MiB resident, the guest has 256.0 MiB (balloon at 128.0 MiB)',
+      'Disk     read 3.0 MiB (3072.0 KiB/s), written 0.0 MiB (2.0 KiB/s)',
+      'Network  NIC 0: received 0.0 MiB (1.0 KiB/s), sent 0.0 MiB (0.5 KiB/s)',
+      '         NIC 1: not counted: user-mode networking (passt) has no per-guest counters',
+    ]);
   });
 });
