@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { readFile, writeFile } from 'node:fs/promises';
-import { cli, createGuest, json, stopDaemon, useHome, type Vm } from './helpers.js';
+import { cli, createGuest, json, ok, stopDaemon, useHome, type Vm } from './helpers.js';
 
 const home = useHome();
 
@@ -87,6 +87,7 @@ describe('phyllome host check', () => {
       '0000:7f:00.1 is not on this host (no /sys/bus/pci/devices/0000:7f:00.1): check the address with "phyllome host check" or lspci -D, then edit the VM',
     );
     expect((await json<Vm>(h, ['status', 'gpu'])).state).toBe('stopped');
+    expect(await ok(h, ['status', 'gpu'])).toMatch(/^Host GPU +0000:7f:00\.1 \(SR-IOV VF\)$/m);
   });
 
   it('create --gpu names a GPU this host cannot hand over: refused with why, nothing created', async () => {
