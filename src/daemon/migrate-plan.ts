@@ -33,6 +33,12 @@ export function migrationProblems(spec: VmSpec, dir: string, snapshots: number):
       `QEMU cannot migrate 3D (virgl) graphics: stop "${spec.name}" and move it with export and import instead`,
     );
   }
+  if (spec.graphics.hostDevices) {
+    // QEMU 7.2 blocks migrating VFIO devices (its VFIO migration is experimental and off by default).
+    problems.push(
+      `QEMU cannot migrate a VM holding host GPU hardware (${spec.graphics.hostDevices.map((d) => d.address).join(', ')}): stop "${spec.name}" and move it with export and import instead`,
+    );
+  }
   if (snapshots) {
     problems.push(
       `"${spec.name}" has ${snapshots} snapshot(s), which a migration would lose: delete them first (phyllome snapshot delete)`,

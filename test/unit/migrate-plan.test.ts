@@ -87,6 +87,15 @@ describe('migration plan', () => {
     ).toEqual([
       'QEMU cannot migrate 3D (virgl) graphics: stop "web" and move it with export and import instead',
     ]);
+    expect(
+      migrationProblems(
+        spec({ graphics: { device: 'virtio-vga', hostDevices: [{ kind: 'vf', address: '0000:03:00.1' }] } }),
+        dir,
+        0,
+      ),
+    ).toEqual([
+      'QEMU cannot migrate a VM holding host GPU hardware (0000:03:00.1): stop "web" and move it with export and import instead',
+    ]);
   });
 
   it('takes loopback addresses only', () => {
