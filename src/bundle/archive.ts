@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, stat } from 'node:fs/promises';
+import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { PassThrough, type Readable } from 'node:stream';
@@ -24,14 +24,24 @@ export class BundleError extends Error {}
 /** A member to write: small JSON held in memory, or a file (made on demand, e.g. a converted disk). */
 export type Source = { name: string; data: Buffer } | { name: string; file: () => Promise<string> };
 
+/**
+ * Where a bundle's bytes go. `put` writes the daemon's own small frames; zstd writes its output
+ * straight into `fd` when there is one (a file: no byte passes through the daemon), or else is
+ * relayed through `put` (a stream to an HTTP client).
+ */
+export interface Sink {
+  put(b: Buffer): Promise<void>;
+  fd?: number;
+}
+
 export interface PackOptions {
   members: Source[];
   manifest: Omit<Manifest, 'members' | 'mac'>;
   macKey?: Buffer;
   /** Bytes of member data written so far, for progress. */
   onBytes?: (bytes: number) => void;
-  /** Runs once the bundle is fully written or has failed (removes temporary files). */
-  onDone?: (error?: Error) => void;
+  /** Stops the packing (the client went away): it then fails. */
+  signal?: AbortSignal;
 }
 
 const BLOCK = 512;
@@ -100,24 +110,23 @@ async function zstdProgram(): Promise<string> {
 }
 
 /**
- * One streamed bundle: the members in order, then the manifest of their hashes, as a tar (written
- * here, ustar) compressed by zstd at its default level. A bundle is a series of zstd frames, which
- * zstd reads as one stream: each file is compressed by `zstd -T0` reading it directly, on every core
- * (a pipe in between costs most of the gain), and the daemon adds small frames of tar headers, padding
+ * One bundle into `sink`: the members in order, then the manifest of their hashes, as a tar (written
+ * here, ustar) compressed by zstd at a low level. A bundle is a series of zstd frames, which zstd
+ * reads as one stream: each file is compressed by `zstd -T0` reading it directly, on every core (a
+ * pipe in between costs most of the gain), and the daemon adds small frames of tar headers, padding
  * and JSON, and hashes the files on the side. File data never passes through the daemon uncompressed.
  */
-export async function packBundle(o: PackOptions): Promise<Readable> {
+export async function packBundle(o: PackOptions, sink: Sink): Promise<void> {
   const binary = await zstdProgram();
-  const out = new PassThrough({ highWaterMark: 1 << 20 });
   let child: ChildProcess | undefined;
-  const put = async (b: Buffer) => {
-    if (!out.write(b)) await once(out, 'drain');
-  };
-  const frame = (...parts: Buffer[]) => put(zstdCompressSync(Buffer.concat(parts)));
+  const stop = () => child?.kill();
+  o.signal?.addEventListener('abort', stop);
+  const frame = (...parts: Buffer[]) => sink.put(zstdCompressSync(Buffer.concat(parts)));
   const padding = (size: number) => Buffer.alloc((BLOCK - (size % BLOCK)) % BLOCK);
-  const fill = async () => {
+  try {
     const members: Member[] = [];
     for (const m of o.members) {
+      o.signal?.throwIfAborted();
       if ('data' in m) {
         await frame(tarHeader(m.name, m.data.length), m.data, padding(m.data.length));
         members.push({
@@ -132,12 +141,16 @@ export async function packBundle(o: PackOptions): Promise<Readable> {
       await frame(tarHeader(m.name, size));
       const hashed = hashFile(file, o.onBytes);
       hashed.catch(() => undefined);
-      child = spawn(binary, ['-q', '-3', '-T0', '-c', file], { stdio: ['ignore', 'pipe', 'ignore'] });
+      child = spawn(binary, ['-q', '-3', '-T0', '-c', file], {
+        stdio: ['ignore', sink.fd ?? 'pipe', 'ignore'],
+      });
       const done = exited(child, `compressing ${m.name}`);
       done.catch(() => undefined);
-      for await (const chunk of child.stdout! as AsyncIterable<Buffer>) await put(chunk);
+      if (sink.fd === undefined)
+        for await (const chunk of child.stdout! as AsyncIterable<Buffer>) await sink.put(chunk);
       await done;
       child = undefined;
+      o.signal?.throwIfAborted();
       const h = await hashed;
       // The header promised `size` bytes: a file that changed meanwhile would corrupt the tar.
       if (h.size !== size) throw new Error(`${m.name} changed size while it was read`);
@@ -148,18 +161,54 @@ export async function packBundle(o: PackOptions): Promise<Readable> {
     if (o.macKey) manifest.mac = manifestMac(o.macKey, manifest);
     const text = Buffer.from(JSON.stringify(manifest, null, 2) + '\n');
     await frame(tarHeader(MANIFEST_MEMBER, text.length), text, padding(text.length), Buffer.alloc(2 * BLOCK));
-    out.end();
-  };
-  fill().then(
-    () => o.onDone?.(),
-    (e: Error) => {
-      o.onDone?.(e);
-      // A failed export must not look complete: the reader sees an error, not a clean end.
-      child?.kill();
-      out.destroy(e);
+  } finally {
+    stop();
+    o.signal?.removeEventListener('abort', stop);
+  }
+}
+
+/** A sink that is a stream (to an HTTP client); `fail` makes its reader see an error, not a clean end. */
+export function streamSink(): { sink: Sink; stream: Readable; end: () => void; fail: (e: Error) => void } {
+  const out = new PassThrough({ highWaterMark: 1 << 20 });
+  return {
+    sink: {
+      put: async (b) => {
+        if (!out.write(b)) await once(out, 'drain');
+      },
     },
-  );
-  return out;
+    stream: out,
+    end: () => out.end(),
+    fail: (e) => out.destroy(e),
+  };
+}
+
+/**
+ * A sink that is a new file, written as `FILE.part-RANDOM` and renamed by `end`, so an interrupted
+ * export never leaves a file that looks complete; `fail` removes it. An existing FILE is refused.
+ */
+export async function fileSink(
+  file: string,
+): Promise<{ sink: Sink; end: () => Promise<number>; fail: () => Promise<void> }> {
+  if (await stat(file).catch(() => undefined)) throw new BundleError(`${file} already exists`);
+  const part = `${file}.part-${randomBytes(4).toString('hex')}`;
+  const handle = await open(part, 'wx', 0o600);
+  const close = () => handle.close().catch(() => undefined);
+  return {
+    // The fd's file offset is shared with the zstd children (they get it as stdout), so writes by
+    // either land one after the other.
+    sink: { put: async (b) => void (await handle.write(b)), fd: handle.fd },
+    end: async () => {
+      await handle.sync();
+      const { size } = await handle.stat();
+      await close();
+      await rename(part, file);
+      return size;
+    },
+    fail: async () => {
+      await close();
+      await rm(part, { force: true });
+    },
+  };
 }
 
 /** Members read into memory rather than onto the disk; small by nature. */

@@ -590,48 +590,42 @@ program
   .addOption(passphraseOption)
   .addOption(jsonOption)
   .action(async (name: string, o: { output: string; passphraseFile?: string; json?: boolean }) => {
-    const { createWriteStream } = await import('node:fs');
-    const { rename, rm, stat } = await import('node:fs/promises');
-    const { pipeline } = await import('node:stream/promises');
+    const { stat } = await import('node:fs/promises');
     const { withProgress } = await import('./progress.js');
     const file = o.output === '<name>.phyllome' ? `${name}.phyllome` : o.output;
-    const toStdout = file === '-';
-    if (!toStdout && (await stat(file).catch(() => undefined))) {
+    if (file !== '-' && (await stat(file).catch(() => undefined))) {
       throw new Error(`${file} already exists: choose another --output, or remove it first`);
     }
     const passphrase = o.passphraseFile ? await readPassphrase(o.passphraseFile) : undefined;
-    // Written under a temporary name and renamed at the end: an interrupted export never looks complete.
-    const part = `${file}.part-${process.pid}`;
-    const removePart = () => rm(part, { force: true });
-    process.once('SIGINT', () => void removePart().finally(() => process.exit(130)));
-    try {
-      await withProgress(
-        await client.wsUrl('/v1/events'),
-        { vm: name, op: 'export' },
-        `Exporting "${name}"`,
-        async () => {
-          const res = await client.stream('POST', `${vmPath(name)}/export`, {
-            json: passphrase === undefined ? {} : { passphrase },
-          });
-          await pipeline(
-            res,
-            toStdout ? process.stdout : createWriteStream(part, { flags: 'wx', mode: 0o600 }),
-          );
-          if (!res.complete)
-            throw new Error('phyllomed stopped sending the bundle: the export failed (see its log)');
-        },
-      );
-      if (!toStdout) await rename(part, file);
-    } catch (e) {
-      if (!toStdout) await removePart();
-      throw e;
+    const pass = passphrase === undefined ? {} : { passphrase };
+    const events = await client.wsUrl('/v1/events');
+    const exporting = (run: () => Promise<void>) =>
+      withProgress(events, { vm: name, op: 'export' }, `Exporting "${name}"`, run);
+    if (file === '-') {
+      await exporting(async () => {
+        const { pipeline } = await import('node:stream/promises');
+        const res = await client.stream('POST', `${vmPath(name)}/export`, { json: pass });
+        await pipeline(res, process.stdout);
+        if (!res.complete)
+          throw new Error('phyllomed stopped sending the bundle: the export failed (see its log)');
+      });
+      return;
     }
-    if (toStdout) return;
-    const { size } = await stat(file);
+    // The daemon shares this host: it writes the file itself (as FILE.part-*, renamed when whole), so
+    // the bundle is not relayed through this process; Ctrl-C closes the call, which stops it.
+    const target = path.resolve(file);
+    let bytes = 0;
+    process.once('SIGINT', () => process.exit(130));
+    await exporting(async () => {
+      ({ bytes } = await client.call<{ bytes: number }>('POST', `${vmPath(name)}/export`, {
+        ...pass,
+        file: target,
+      }));
+    });
     await print(
       o.json,
-      { vm: name, file: path.resolve(file), bytes: size },
-      () => `Exported "${name}" to ${file} (${size} bytes).`,
+      { vm: name, file: target, bytes },
+      () => `Exported "${name}" to ${file} (${bytes} bytes).`,
     );
   });
 

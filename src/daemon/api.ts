@@ -630,18 +630,34 @@ export async function buildApi(deps: ApiDeps) {
     '/v1/vms/:name/export',
     {
       schema: {
-        summary: 'Stream a stopped VM as a .phyllome bundle (progress as events on /v1/events)',
+        summary:
+          'Export a VM as a .phyllome bundle: streamed in the answer, or with `file` (Unix socket only) written by the daemon into that new file on its host, answering {vm, file, bytes} (progress as events on /v1/events)',
         params: nameParams,
-        body: z.strictObject({ passphrase: z.string().optional() }).optional(),
+        body: z
+          .strictObject({
+            passphrase: z.string().optional(),
+            file: z.string().optional().describe("an absolute path on the daemon's host; must not exist"),
+          })
+          .optional(),
       },
     },
     async (request, reply) => {
-      const passphrase = request.body?.passphrase;
-      const stream = await manager.exportVm(
-        request.params.name,
-        passphrase === undefined ? {} : { passphrase },
-      );
-      return reply.type(BUNDLE_TYPE).send(stream);
+      const { passphrase, file } = request.body ?? {};
+      const opts = passphrase === undefined ? {} : { passphrase };
+      if (file === undefined) {
+        return reply.type(BUNDLE_TYPE).send(await manager.exportVm(request.params.name, opts));
+      }
+      // Writing a file on the daemon's host is for local clients (the CLI), not for remote ones.
+      if (request.raw.socket.remoteAddress !== undefined) {
+        throw new UserError('`file` is only accepted over the Unix socket: stream the bundle instead');
+      }
+      // A client that goes away (Ctrl-C) stops the export; its part file is removed.
+      const gone = new AbortController();
+      reply.raw.once('close', () => {
+        if (!reply.raw.writableFinished) gone.abort();
+      });
+      const bytes = await manager.exportVmToFile(request.params.name, file, { ...opts, signal: gone.signal });
+      return { vm: request.params.name, file, bytes };
     },
   );
 

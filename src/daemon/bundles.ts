@@ -3,7 +3,7 @@ import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { BundleError, packBundle, unpackBundle, type Source } from '../bundle/archive.js';
+import { BundleError, packBundle, unpackBundle, type Sink, type Source } from '../bundle/archive.js';
 import { bundleLayout } from '../bundle/layout.js';
 import {
   BUNDLE_FORMAT,
@@ -69,13 +69,16 @@ export interface ExportRequest {
   onProgress?: (pct: number) => void;
 }
 
+/** Writes the prepared bundle into a sink; `signal` stops it (the client went away). */
+export type WriteBundle = (sink: Sink, signal?: AbortSignal) => Promise<void>;
+
 /**
- * A VM as one streamed bundle (a running one from its liveCopy). Encrypted images travel as they
+ * A VM as one bundle (a running one from its liveCopy). Encrypted images travel as they
  * are (still encrypted), their key wrapped with the bundle passphrase; raw disks and overlays become
  * self-contained qcow2 in a temporary folder first, so only allocated data travels and nothing
  * depends on this host's files.
  */
-export async function exportBundle(r: ExportRequest): Promise<{ stream: Readable; done: Promise<void> }> {
+export async function exportBundle(r: ExportRequest): Promise<WriteBundle> {
   if ((r.keys.disk || r.keys.tpm) && !r.passphrase) {
     throw new UserError(
       `"${r.spec.name}" has encrypted disks or TPM state: give a bundle passphrase with --passphrase-file FILE; they stay encrypted in the bundle`,
@@ -140,31 +143,35 @@ export async function exportBundle(r: ExportRequest): Promise<{ stream: Readable
   }
   let sent = 0;
   let shown = -1;
-  let finish!: () => void;
-  const done = new Promise<void>((resolve) => (finish = resolve));
-  const stream = await packBundle({
-    members,
-    manifest: {
-      format: BUNDLE_FORMAT,
-      version: 1,
-      vm: r.spec.name,
-      createdAt: new Date().toISOString(),
-      ...(kdf ? { kdf } : {}),
-    },
-    ...(keys ? { macKey: keys.mac } : {}),
-    onBytes: (n) => {
-      sent += n;
-      const pct = Math.min(99, Math.floor((100 * sent) / Math.max(total, 1)));
-      if (pct > shown) r.onProgress?.((shown = pct));
-    },
-    onDone: () => {
-      void (temp ? rm(temp, { recursive: true, force: true }) : Promise.resolve()).finally(finish);
+  return async (sink, signal) => {
+    try {
+      await packBundle(
+        {
+          members,
+          manifest: {
+            format: BUNDLE_FORMAT,
+            version: 1,
+            vm: r.spec.name,
+            createdAt: new Date().toISOString(),
+            ...(kdf ? { kdf } : {}),
+          },
+          ...(keys ? { macKey: keys.mac } : {}),
+          onBytes: (n) => {
+            sent += n;
+            const pct = Math.min(99, Math.floor((100 * sent) / Math.max(total, 1)));
+            if (pct > shown) r.onProgress?.((shown = pct));
+          },
+          ...(signal ? { signal } : {}),
+        },
+        sink,
+      );
       r.onProgress?.(100);
-    },
-  }).catch((e: unknown) => {
-    throw e instanceof BundleError ? new UserError(e.message) : e;
-  });
-  return { stream, done };
+    } catch (e) {
+      throw e instanceof BundleError ? new UserError(e.message) : e;
+    } finally {
+      if (temp) await rm(temp, { recursive: true, force: true });
+    }
+  };
 }
 
 export interface ReadImport {

@@ -48,7 +48,8 @@ import { conflict, notFound, UserError, userErrorsFrom } from './errors.js';
 import { exists } from './files.js';
 import { KeyedLock } from './lock.js';
 import { checkSocketPath, runtimeFiles, stateFiles, vmDir, vmsDir, type Layout } from './paths.js';
-import { exportBundle, importHost, readImport } from './bundles.js';
+import { BundleError, fileSink, streamSink } from '../bundle/archive.js';
+import { exportBundle, importHost, readImport, type WriteBundle } from './bundles.js';
 import { liveCopy, liveParts } from './live-copy.js';
 import { unbundledPaths } from '../bundle/layout.js';
 import { replan, type Change } from '../bundle/replan.js';
@@ -947,50 +948,95 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
    */
   exportVm(name: string, opts: { passphrase?: string } = {}): Promise<Readable> {
     return new Promise<Readable>((resolve, reject) => {
-      this.withLock(name, 'export', async () => {
-        const vm = this.get(name);
-        if (vm.state !== 'stopped' && !(isLive(vm) && (vm.state === 'running' || vm.state === 'paused'))) {
-          throw conflict(`"${name}" is ${vm.state}: export it once it is running or stopped`);
-        }
-        const keys = {
-          ...(needsKey(vm.spec)
-            ? { disk: await this.keystore.keyFor(vm.spec.uuid).catch(keystoreError) }
-            : {}),
-          ...(vm.spec.tpmEncrypted
-            ? { tpm: await this.keystore.keyFor(tpmKeyId(vm.spec.uuid)).catch(keystoreError) }
-            : {}),
-        };
-        const dir = vmDir(this.layout, name);
-        const temp = isLive(vm) ? await mkdtemp(path.join(tmpdir(), 'phyllome-live-')) : undefined;
+      this.exportWith(name, opts, async (write) => {
+        const out = streamSink();
+        resolve(out.stream);
         try {
-          const live =
-            temp && isLive(vm)
-              ? {
-                  dir: temp,
-                  files: await liveCopy(
-                    vm.qmp,
-                    liveParts(vm.spec, stateFiles(this.layout, name).nvram, keys.disk),
-                    vm.spec.tpm ? stateFiles(this.layout, name).tpmState : undefined,
-                    temp,
-                  ),
-                }
-              : undefined;
-          const { stream, done } = await exportBundle({
+          await write(out.sink);
+          out.end();
+        } catch (e) {
+          out.fail(e as Error);
+          throw e;
+        }
+      }).catch(reject);
+    });
+  }
+
+  /**
+   * The bundle written by the daemon itself into `file` on this host (zstd writes into it directly:
+   * nothing is relayed through the daemon or the client). Resolves to its size once it is whole.
+   */
+  async exportVmToFile(
+    name: string,
+    file: string,
+    opts: { passphrase?: string; signal?: AbortSignal } = {},
+  ): Promise<number> {
+    if (!path.isAbsolute(file)) throw new UserError(`the bundle path must be absolute: ${file}`);
+    let bytes = 0;
+    await this.exportWith(name, opts, async (write) => {
+      const out = await fileSink(file).catch((e: unknown) => {
+        throw e instanceof BundleError
+          ? new UserError(`${e.message}: choose another --output, or remove it first`)
+          : e;
+      });
+      try {
+        await write(out.sink, opts.signal);
+        bytes = await out.end();
+      } catch (e) {
+        await out.fail();
+        throw e;
+      }
+    });
+    return bytes;
+  }
+
+  /** Prepares a VM's bundle (a running one from a live copy) and hands its writer to `use`, under the VM's lock. */
+  private exportWith(
+    name: string,
+    opts: { passphrase?: string },
+    use: (write: WriteBundle) => Promise<void>,
+  ): Promise<void> {
+    return this.withLock(name, 'export', async () => {
+      const vm = this.get(name);
+      if (vm.state !== 'stopped' && !(isLive(vm) && (vm.state === 'running' || vm.state === 'paused'))) {
+        throw conflict(`"${name}" is ${vm.state}: export it once it is running or stopped`);
+      }
+      const keys = {
+        ...(needsKey(vm.spec) ? { disk: await this.keystore.keyFor(vm.spec.uuid).catch(keystoreError) } : {}),
+        ...(vm.spec.tpmEncrypted
+          ? { tpm: await this.keystore.keyFor(tpmKeyId(vm.spec.uuid)).catch(keystoreError) }
+          : {}),
+      };
+      const dir = vmDir(this.layout, name);
+      const temp = isLive(vm) ? await mkdtemp(path.join(tmpdir(), 'phyllome-live-')) : undefined;
+      try {
+        const live =
+          temp && isLive(vm)
+            ? {
+                dir: temp,
+                files: await liveCopy(
+                  vm.qmp,
+                  liveParts(vm.spec, stateFiles(this.layout, name).nvram, keys.disk),
+                  vm.spec.tpm ? stateFiles(this.layout, name).tpmState : undefined,
+                  temp,
+                ),
+              }
+            : undefined;
+        await use(
+          await exportBundle({
             spec: vm.spec,
             dir,
             keys,
             ...(opts.passphrase !== undefined ? { passphrase: opts.passphrase } : {}),
             ...(live ? { live } : {}),
             onProgress: (percent) => this.emitEvent({ type: 'progress', vm: name, op: 'export', percent }),
-          });
-          resolve(stream);
-          await done;
-        } catch (e) {
-          qemuImgError(e);
-        } finally {
-          if (temp) await rm(temp, { recursive: true, force: true });
-        }
-      }).catch(reject);
+          }),
+        );
+      } catch (e) {
+        qemuImgError(e);
+      } finally {
+        if (temp) await rm(temp, { recursive: true, force: true });
+      }
     });
   }
 

@@ -149,6 +149,15 @@ describe('the web UI login and the API over loopback TCP', () => {
     expect((await send('GET', '/v1/vms', { cookie })).status).toBe(200);
     // Past the checks, the API answers for itself: there is no such VM.
     expect((await send('POST', '/v1/vms/nope/start', { cookie, origin: own }, {})).status).toBe(404);
+    // A bundle written into a file on the daemon's host is for local (Unix socket) clients only.
+    const toFile = await send(
+      'POST',
+      '/v1/vms/nope/export',
+      { cookie, origin: own },
+      { file: '/tmp/x.phyllome' },
+    );
+    expect(toFile.status).toBe(400);
+    expect(JSON.parse(toFile.body).error.message).toMatch(/only accepted over the Unix socket/);
     const noOrigin = await send('POST', '/v1/vms/nope/start', { cookie });
     expect(noOrigin.status).toBe(403);
     expect(JSON.parse(noOrigin.body).error.code).toBe('bad-origin');

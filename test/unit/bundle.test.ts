@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { createReadStream } from 'node:fs';
-import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -9,7 +9,14 @@ import { createWriteStream } from 'node:fs';
 import { constants, zstdCompressSync } from 'node:zlib';
 import tar from 'tar-stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { BundleError, packBundle, tarHeader, unpackBundle } from '../../src/bundle/archive.js';
+import {
+  BundleError,
+  fileSink,
+  packBundle,
+  streamSink,
+  tarHeader,
+  unpackBundle,
+} from '../../src/bundle/archive.js';
 import { BUNDLE_DIR, bundleLayout, unbundledPaths } from '../../src/bundle/layout.js';
 import { manifestProblems, memberProblem, type Manifest } from '../../src/bundle/manifest.js';
 import { hostDevicePaths, replan, type ImportHost } from '../../src/bundle/replan.js';
@@ -28,22 +35,28 @@ const head = {
   createdAt: '2026-01-01T00:00:00Z',
 };
 
-async function makeBundle(macKey?: Buffer): Promise<string> {
+/** A bundle written through a file sink (zstd writes into the file) or a stream sink (relayed). */
+async function makeBundle(macKey?: Buffer, via: 'file' | 'stream' = 'file'): Promise<string> {
   const disk = path.join(dir, 'src.img');
   await writeFile(disk, Buffer.concat([Buffer.alloc(3 << 20, 1), Buffer.from('MARKER')]));
-  const out = path.join(dir, 'a.phyllome');
-  await pipeline(
-    await packBundle({
-      members: [
-        { name: 'vm.json', data: Buffer.from('{"name":"a"}') },
-        { name: 'disk0.qcow2', file: async () => disk },
-        { name: 'tpm/tpm2-00.permall', data: Buffer.from('tpm') },
-      ],
-      manifest: head,
-      ...(macKey ? { macKey } : {}),
-    }),
-    createWriteStream(out),
-  );
+  const out = path.join(dir, `a-${via}.phyllome`);
+  const options = {
+    members: [
+      { name: 'vm.json', data: Buffer.from('{"name":"a"}') },
+      { name: 'disk0.qcow2', file: async () => disk },
+      { name: 'tpm/tpm2-00.permall', data: Buffer.from('tpm') },
+    ],
+    manifest: head,
+    ...(macKey ? { macKey } : {}),
+  };
+  if (via === 'file') {
+    const f = await fileSink(out);
+    await packBundle(options, f.sink);
+    expect(await f.end()).toBe((await stat(out)).size);
+  } else {
+    const s = streamSink();
+    await Promise.all([pipeline(s.stream, createWriteStream(out)), packBundle(options, s.sink).then(s.end)]);
+  }
   return out;
 }
 
@@ -81,16 +94,43 @@ async function retar(
 }
 
 describe('bundle archive', () => {
-  it('round-trips members with their checksums; the manifest comes last', async () => {
-    const file = await makeBundle();
-    const u = await unpack(file);
-    expect(u.problems).toEqual([]);
-    expect(u.spec).toEqual({ name: 'a' });
-    expect(u.manifest.members.map((m) => m.path)).toEqual(['vm.json', 'disk0.qcow2', 'tpm/tpm2-00.permall']);
-    expect((await readFile(path.join(u.to, 'disk0.qcow2'))).subarray(-6).toString()).toBe('MARKER');
-    expect(await readFile(path.join(u.to, 'tpm/tpm2-00.permall'), 'utf8')).toBe('tpm');
-    // 3 MiB of one byte compresses to almost nothing.
-    expect((await readFile(file)).length).toBeLessThan(4096);
+  it.each(['file', 'stream'] as const)(
+    'round-trips members with their checksums through a %s sink; the manifest comes last',
+    async (via) => {
+      const file = await makeBundle(undefined, via);
+      const u = await unpack(file);
+      expect(u.problems).toEqual([]);
+      expect(u.spec).toEqual({ name: 'a' });
+      expect(u.manifest.members.map((m) => m.path)).toEqual([
+        'vm.json',
+        'disk0.qcow2',
+        'tpm/tpm2-00.permall',
+      ]);
+      expect((await readFile(path.join(u.to, 'disk0.qcow2'))).subarray(-6).toString()).toBe('MARKER');
+      expect(await readFile(path.join(u.to, 'tpm/tpm2-00.permall'), 'utf8')).toBe('tpm');
+      // 3 MiB of one byte compresses to almost nothing.
+      expect((await readFile(file)).length).toBeLessThan(4096);
+      // Only the finished bundle is there: no part file left beside it.
+      expect((await readdir(dir)).filter((n) => n.includes('.part-'))).toEqual([]);
+    },
+  );
+
+  it('a file sink refuses an existing file, and an aborted pack leaves nothing', async () => {
+    const first = await makeBundle();
+    await expect(fileSink(first)).rejects.toThrow(/already exists/);
+    const big = path.join(dir, 'big.img');
+    await writeFile(big, Buffer.alloc(64 << 20, 7));
+    const out = path.join(dir, 'aborted.phyllome');
+    const f = await fileSink(out);
+    const stop = new AbortController();
+    const packing = packBundle(
+      { members: [{ name: 'disk0.qcow2', file: async () => big }], manifest: head, signal: stop.signal },
+      f.sink,
+    );
+    stop.abort();
+    await expect(packing).rejects.toThrow();
+    await f.fail();
+    expect((await readdir(dir)).filter((n) => n.startsWith('aborted'))).toEqual([]);
   });
 
   it('finds a flipped byte in a member', async () => {
