@@ -1,8 +1,7 @@
 import path from 'node:path';
 import { pickFirmware, type FirmwareDescriptor } from '../host/firmware.js';
 import { BUNDLE_DIR } from './layout.js';
-import { randomUUID } from 'node:crypto';
-import { hostDeviceAddresses, randomMac, type NetSpec, type VmSpec } from '../spec/schema.js';
+import { hostDeviceAddresses, randomMac, renewMdevs, type NetSpec, type VmSpec } from '../spec/schema.js';
 
 /** What the importing host offers, gathered by the daemon; the replanning itself is pure. */
 export interface ImportHost {
@@ -30,16 +29,11 @@ export const hostDevicePaths = (g: VmSpec['graphics']): string[] =>
 
 /**
  * Host GPU hardware comes along only where this host has it at the same address (a VM restored to its
- * own host); a mediated device gets a new uuid, as the original VM may hold its instance.
+ * own host), its mediated devices renewed.
  */
 function fitHostDevices(g: VmSpec['graphics'], host: ImportHost, changes: Change[]): VmSpec['graphics'] {
   const missing = hostDevicePaths(g).filter((p) => !host.present.has(p));
-  if (!missing.length) {
-    return {
-      ...g,
-      hostDevices: g.hostDevices!.map((d) => (d.kind === 'mdev' ? { ...d, uuid: randomUUID() } : d)),
-    };
-  }
+  if (!missing.length) return renewMdevs(g);
   const { hostDevices: _gone, ...rest } = g;
   // The emulated display the strategy kept as console takes over; a GVT-g slice had none.
   const device = g.device === 'none' ? 'virtio-vga' : g.device;

@@ -1,6 +1,6 @@
 import { chmod, copyFile, cp, link, mkdir, readdir, rename } from 'node:fs/promises';
 import path from 'node:path';
-import { diskId, randomMac, type VmSpec } from '../spec/schema.js';
+import { diskId, randomMac, renewMdevs, type VmSpec } from '../spec/schema.js';
 import { backingChain } from '../storage/format.js';
 import { copyImage, createOverlay } from '../storage/qemu-img.js';
 import { UserError } from './errors.js';
@@ -28,7 +28,7 @@ export interface CloneRequest {
 const own = (file: string, dir: string) => path.dirname(file) === dir;
 
 /**
- * Pure: the clone's spec. A new identity (uuid, MACs), its own copies of what lives in the source's
+ * Pure: the clone's spec. A new identity (uuid, MACs, mediated devices), its own copies of what lives in the source's
  * folder; read-only disks and outside media are shared.
  */
 export function cloneSpec(r: CloneRequest, uuid: string, createdAt: string): VmSpec {
@@ -51,6 +51,7 @@ export function cloneSpec(r: CloneRequest, uuid: string, createdAt: string): VmS
     ),
     cdroms: r.src.cdroms.map((c) => (c.path ? { ...c, path: moved(c.path) } : c)),
     nics: r.src.nics.map((n) => ({ ...n, mac: randomMac() })),
+    graphics: renewMdevs(r.src.graphics),
   };
 }
 

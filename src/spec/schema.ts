@@ -345,6 +345,12 @@ export type ForwardSpec = z.output<typeof forwardSpec>;
 
 export { VM_NAME_RE };
 
+/** A copy of a VM makes its own mediated devices: the original may hold its instances. */
+export const renewMdevs = (g: GraphicsSpec): GraphicsSpec =>
+  g.hostDevices
+    ? { ...g, hostDevices: g.hostDevices.map((d) => (d.kind === 'mdev' ? { ...d, uuid: randomUUID() } : d)) }
+    : g;
+
 export class SpecError extends Error {
   constructor(readonly problems: string[]) {
     super(problems.join('; '));
