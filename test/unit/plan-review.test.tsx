@@ -1,7 +1,15 @@
 import { renderToString } from 'react-dom/server';
 import { describe, expect, it } from 'vitest';
 import { PlanReview } from '../../web/src/PlanReview.js';
-import { CHOSEN, graphicsOptions, reviewRows, withOverride, type Plan } from '../../web/src/review.js';
+import {
+  CHOSEN,
+  chooseGraphics,
+  graphicsOptions,
+  reviewRows,
+  withOverride,
+  type Plan,
+} from '../../web/src/review.js';
+import { isoUploadName } from '../../web/src/isos.js';
 import { snapshotRows } from '../../web/src/snapshot-rows.js';
 import { nextProgress } from '../../web/src/vms.js';
 
@@ -9,7 +17,9 @@ import { nextProgress } from '../../web/src/vms.js';
 const plan: Plan = {
   spec: { name: 'win', graphics: { device: 'virtio-vga-gl' } },
   os: { shortId: 'win11', name: 'Microsoft Windows 11', identifiedFrom: 'volume id "CCCOMA_X64FRE"' },
-  notes: ['vfio-passthrough (0000:01:00.0) would be better on this host; Phyllome cannot set it up yet'],
+  notes: [
+    'vfio-passthrough (0000:01:00.0) would be better on this host: create with --gpu 0000:01:00.0 to hand it over',
+  ],
   choices: [
     { item: 'machine', value: 'q35', reason: 'q35: PCI Express and AHCI, what every OS since 2007 expects' },
     {
@@ -26,9 +36,11 @@ const plan: Plan = {
   graphics: [
     {
       kind: 'vfio-passthrough',
+      graphics: { device: 'virtio-vga', hostDevices: [{ address: '0000:01:00.0' }] },
       devices: ['0000:01:00.0'],
       why: 'the whole GPU',
       tradeoff: 'the host loses it',
+      caveats: ["The host loses its console: 0000:01:00.0 drives the host's screen"],
     },
     { kind: 'virtio-virgl', graphics: { device: 'virtio-vga-gl' }, why: 'OpenGL', tradeoff: 'no Vulkan' },
     { kind: 'virtio-2d', graphics: { device: 'virtio-vga' }, why: 'works everywhere', tradeoff: 'no 3D' },
@@ -79,9 +91,26 @@ describe("the create wizard's review page", () => {
       '2 virtio-virgl',
       '3 virtio-2d',
     ]);
-    expect(shown[0]).toContain('Phyllome cannot set this up yet');
+    expect(shown[0]).toContain('1 vfio-passthrough (0000:01:00.0) the whole GPU The host loses its console');
     expect(shown[1]).toContain('chosen');
     expect(shown[2]).not.toContain('chosen');
+  });
+
+  it('hands a GPU over when its strategy is picked, and a display device ends that choice', () => {
+    const [whole, virgl, flat] = plan.graphics;
+    const gpu = chooseGraphics({ graphics: 'vga', tpm: false }, whole!);
+    expect(gpu).toEqual({ gpu: '0000:01:00.0', tpm: false });
+    // Marked at once, before the planner answers; the 2D row with the same console device is not.
+    expect(graphicsOptions(plan, gpu).map((g) => g.chosen)).toEqual([true, false, false]);
+    expect(chooseGraphics(gpu, flat!)).toEqual({ graphics: 'virtio-vga', tpm: false });
+    expect(withOverride(gpu, 'graphics', 'virtio-vga-gl')).toEqual({ graphics: 'virtio-vga-gl', tpm: false });
+    // The planner's answer with the GPU in the spec marks it too.
+    const planned: Plan = {
+      ...plan,
+      spec: { ...plan.spec, graphics: whole!.graphics },
+    };
+    expect(graphicsOptions(planned, {}).map((g) => g.chosen)).toEqual([true, false, false]);
+    expect(chooseGraphics({}, virgl!)).toEqual({ graphics: 'virtio-vga-gl' });
   });
 
   it('an expert override changes the choice, its reason and the chosen graphics', () => {
@@ -145,5 +174,13 @@ describe("the VM page's pure parts", () => {
     expect([...two.keys()]).toEqual(['a', 'b']);
     expect(nextProgress(two, { vm: 'a', op: 'clone', percent: 100 }).has('a')).toBe(false);
     expect(one.get('a')?.percent).toBe(40);
+  });
+
+  it("uploads a file under a name the daemon takes, whatever the browser's file was called", () => {
+    expect(isoUploadName('debian-12.5.0-amd64-netinst.iso')).toBe('debian-12.5.0-amd64-netinst.iso');
+    expect(isoUploadName('Win11 (1).ISO')).toBe('Win11-1-.iso');
+    expect(isoUploadName('..hidden..iso')).toBe('hidden.iso');
+    expect(isoUploadName('a,b/c.iso')).toBe('a-b-c.iso');
+    expect(isoUploadName('(((.iso')).toBe('installer.iso');
   });
 });

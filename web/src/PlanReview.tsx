@@ -1,6 +1,13 @@
 import { Button, FormSelect, FormSelectOption, Label, List, ListItem, Title } from '@patternfly/react-core';
 import { Table, Tbody, Td, Th, Thead, Tr } from '@patternfly/react-table';
-import { graphicsOptions, reviewRows, withOverride, type Overrides, type Plan } from './review.js';
+import {
+  chooseGraphics,
+  graphicsOptions,
+  reviewRows,
+  withOverride,
+  type Overrides,
+  type Plan,
+} from './review.js';
 
 /**
  * The plan to review: the OS, every device choice with the planner's reason (an expert can force
@@ -83,29 +90,35 @@ export function PlanReview({
               <Td dataLabel="Rank">{g.rank}</Td>
               <Td dataLabel="Kind">
                 {g.kind}
-                {g.graphics && ` (${g.graphics.device})`}
-                {g.devices && ` (${g.devices.join(', ')})`}
+                {` (${g.devices ? g.devices.join(', ') : g.graphics.device})`}
                 {g.chosen && (
                   <Label isCompact color="green" className="pf-v6-u-ml-sm">
                     chosen
                   </Label>
                 )}
               </Td>
-              <Td dataLabel="Why">{g.why}</Td>
+              <Td dataLabel="Why">
+                {g.why}
+                {g.caveats && (
+                  <List aria-label="Caveats">
+                    {g.caveats.map((c) => (
+                      <ListItem key={c}>{c}</ListItem>
+                    ))}
+                  </List>
+                )}
+              </Td>
               <Td dataLabel="Trade-off">{g.tradeoff}</Td>
               <Td dataLabel="Choose">
-                {g.usable
-                  ? !g.chosen && (
-                      <Button
-                        size="sm"
-                        variant="secondary"
-                        aria-label={`Use ${g.kind}`}
-                        onClick={() => onOverride(withOverride(overrides, 'graphics', g.graphics!.device))}
-                      >
-                        Use
-                      </Button>
-                    )
-                  : 'Phyllome cannot set this up yet'}
+                {!g.chosen && (
+                  <Button
+                    size="sm"
+                    variant="secondary"
+                    aria-label={`Use ${g.kind}`}
+                    onClick={() => onOverride(chooseGraphics(overrides, g))}
+                  >
+                    Use
+                  </Button>
+                )}
               </Td>
             </Tr>
           ))}

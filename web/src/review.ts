@@ -13,10 +13,13 @@ export interface Choice {
 /** One way to give the guest graphics on this host (src/guest/graphics-plan.ts). */
 export interface Strategy {
   kind: string;
-  graphics?: { device: string };
+  /** The spec's graphics it stands for; host devices make it a hardware strategy (a GPU handed over). */
+  graphics: { device: string; hostDevices?: { address: string }[] };
   devices?: string[];
   why: string;
   tradeoff: string;
+  /** What single-GPU passthrough costs. */
+  caveats?: string[];
 }
 
 export interface Plan {
@@ -41,6 +44,8 @@ export interface Overrides {
   input?: string;
   sound?: string;
   graphics?: string;
+  /** A host GPU to hand over (a hardware strategy's first address); the planner then picks the graphics. */
+  gpu?: string;
 }
 
 type Pick = 'machine' | 'firmware' | 'tpm' | 'diskBus' | 'nic' | 'input' | 'sound' | 'graphics';
@@ -89,25 +94,39 @@ export function reviewRows(plan: Plan, overrides: Overrides): ReviewRow[] {
 
 /** Pure: the overrides after an expert picks `value` for `key` ('' hands the item back to the planner). */
 export function withOverride(overrides: Overrides, key: Pick, value: string): Overrides {
-  const { [key]: _dropped, ...rest } = overrides;
+  // A display device chosen by hand ends a GPU choice (the planner takes one or the other).
+  const { [key]: _dropped, ...rest } = key === 'graphics' ? withoutGpu(overrides) : overrides;
   if (value === '') return rest;
   return { ...rest, [key]: key === 'tpm' ? value === 'on' : value };
 }
 
+const withoutGpu = ({ gpu: _gpu, ...rest }: Overrides): Overrides => rest;
+
+/** The GPU a strategy hands over, if it is a hardware one. */
+const gpuOf = (s: Strategy) => s.graphics.hostDevices?.[0]?.address;
+
 export interface GraphicsOption extends Strategy {
   rank: number;
-  /** Phyllome can set it up in a VM today (virtio kinds); others are shown for what they would give. */
-  usable: boolean;
   chosen: boolean;
 }
 
 /** Pure: the host's graphics strategies in the planner's order, the one the VM gets marked. */
 export function graphicsOptions(plan: Plan, overrides: Overrides): GraphicsOption[] {
-  const device = overrides.graphics ?? (plan.spec.graphics as { device?: string } | undefined)?.device;
+  const planned = plan.spec.graphics as Strategy['graphics'] | undefined;
+  const gpu = overrides.graphics ? undefined : (overrides.gpu ?? planned?.hostDevices?.[0]?.address);
+  const device = overrides.graphics ?? planned?.device;
   let marked = false;
   return plan.graphics.map((s, i) => {
-    const chosen = !marked && s.graphics?.device === device;
+    const chosen = !marked && (gpu ? gpuOf(s) === gpu : !gpuOf(s) && s.graphics.device === device);
     marked ||= chosen;
-    return { ...s, rank: i + 1, usable: !!s.graphics, chosen };
+    return { ...s, rank: i + 1, chosen };
   });
+}
+
+/** Pure: the overrides after an expert picks a ranked strategy: its GPU, or its display device. */
+export function chooseGraphics(overrides: Overrides, s: Strategy): Overrides {
+  const gpu = gpuOf(s);
+  if (!gpu) return withOverride(overrides, 'graphics', s.graphics.device);
+  const { graphics: _device, ...rest } = overrides;
+  return { ...rest, gpu };
 }
