@@ -8,7 +8,7 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { AccelDecision } from '../host/accel.js';
 import type { QemuInfo } from '../host/qemu-binary.js';
-import { HostDeviceError, prepareHostDevices } from '../host/passthrough.js';
+import { HostDeviceError, prepareHostDevices, releaseMdevs } from '../host/passthrough.js';
 import {
   buildQemuArgs,
   hasScreen,
@@ -1141,6 +1141,12 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     }
     await this.store.delete(name);
     await this.forgetKeys(vm.spec.uuid);
+    // The GPU slices it held go back to the host (a failure leaves one for mdevctl to remove).
+    if (vm.spec.graphics.hostDevices) {
+      await releaseMdevs('/', vm.spec.graphics.hostDevices).catch((e: Error) =>
+        this.log.warn({ vm: name, err: e.message }, 'could not remove its mediated devices'),
+      );
+    }
     this.vms.delete(name);
     this.emitEvent({ type: 'deleted', vm: name });
     await this.collectBases();

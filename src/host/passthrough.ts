@@ -181,3 +181,17 @@ export async function prepareHostDevices(root: string, devices: HostDeviceSpec[]
   if (problems.length) throw new HostDeviceError(problems);
   for (const c of create) await writeFile(path.join(root, c.file), c.uuid);
 }
+
+/**
+ * Removes the VM's mediated devices (the kernel frees an instance when `1` is written to its
+ * `remove`), so a deleted VM holds no slice of the GPU; one already gone is fine.
+ */
+export async function releaseMdevs(root: string, devices: HostDeviceSpec[]): Promise<void> {
+  for (const d of devices) {
+    if (d.kind !== 'mdev') continue;
+    const remove = path.join(root, MDEV, d.uuid, 'remove');
+    await writeFile(remove, '1').catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'ENOENT') throw e;
+    });
+  }
+}

@@ -7,6 +7,7 @@ import {
   HostDeviceError,
   prepareHostDevices,
   readHostDevices,
+  releaseMdevs,
 } from '../../src/host/passthrough.js';
 import type { HostDeviceSpec } from '../../src/spec/schema.js';
 
@@ -129,6 +130,25 @@ describe('host devices before QEMU starts', () => {
     expect((await check('nvidia-vgpu-server', [vgpu(UUID, 'nvidia-234')])).problems[0]).toMatch(
       /^0000:18:00.0 has no free nvidia-234 instance: /,
     );
+  });
+
+  it("a deleted VM's mediated device is removed; one already gone is fine", async () => {
+    const root = await copyHost('nvidia-vgpu-server');
+    const running = 'c4f7a1d2-5b3e-4a8f-9e61-2d0b7c95f318';
+    const slice = (uuid: string): HostDeviceSpec => ({
+      kind: 'mdev',
+      address: '0000:18:00.0',
+      mdevType: 'nvidia-231',
+      uuid,
+      display: false,
+    });
+    await releaseMdevs(root, [slice(running), slice(UUID), { kind: 'vf', address: '0000:18:00.4' }]);
+    expect(
+      await readFile(
+        path.join(root, 'sys/devices/pci0000:17/0000:17:02.0/0000:18:00.0', running, 'remove'),
+        'utf8',
+      ),
+    ).toBe('1');
   });
 
   it('uses an existing instance of the right type; refuses one of another type, a full type, an unknown type', async () => {
