@@ -153,6 +153,8 @@ export class StatsSampler {
     if (this.watches.get(name) !== w) return;
     w.latest = sample;
     for (const watcher of w.watchers) watcher.sample(sample);
+    // The last watcher may have left on this very sample (a GET's one-off watch).
+    if (this.watches.get(name) !== w) return;
     // The next reading a second after this one started, however long this one took.
     w.timer = setTimeout(
       () => void this.tick(name, w),

@@ -163,7 +163,12 @@ describe('the stats sampler', () => {
     expect(got.length).toBe(2);
 
     unwatch();
-    const after = queries;
+    let after = queries;
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(queries).toBe(after);
+    // A one-off read (GET) leaves nothing sampling behind it either.
+    await sampler.latest('vm');
+    after = queries;
     await new Promise((r) => setTimeout(r, 1500));
     expect(queries).toBe(after);
 
