@@ -16,6 +16,7 @@ import {
   type Vm,
 } from './helpers.js';
 import { API_PORT, isRoot, useNetns, type Netns } from './netns.js';
+import type { StatsSample } from '../../src/daemon/stats.js';
 
 /** Boot flags for the test guest without its guest agent. */
 const noAgent = () => {
@@ -171,6 +172,30 @@ describe.skipIf(!isRoot)('networking (in a network namespace of the test)', () =
     // A reaches B's web server across the bridge.
     const page = await inGuest(h, 'a', httpFromGuest(ipB, 80), /NC-\d/);
     expect(page).toContain('phyllome guest web');
+
+    // Statistics count a tap NIC from the guest's side (the tap itself counts the other way round):
+    // 256 KiB fetched from b are bytes b sent and a received, while b received little.
+    await inGuest(
+      h,
+      'b',
+      'dd if=/dev/zero of=/www/big bs=1024 count=256 2>/dev/null; echo MADE-$?',
+      /MADE-0/,
+    );
+    const got = await inGuest(
+      h,
+      'a',
+      `printf 'GET /big HTTP/1.0\\r\\n\\r\\n' | nc -w 3 ${ipB} 80 | wc -c | sed s/^/GOT-/`,
+      /GOT-\d+/,
+    );
+    expect(Number(/GOT-(\d+)/.exec(got)![1])).toBeGreaterThan(256 * 1024);
+    const [statsA, statsB] = [
+      await json<StatsSample>(h, ['stats', 'a']),
+      await json<StatsSample>(h, ['stats', 'b']),
+    ];
+    expect(statsB.nics[0]!.txBytes).toBeGreaterThan(256 * 1024);
+    expect(statsB.nics[0]!.rxBytes).toBeLessThan(128 * 1024);
+    expect(statsA.nics[0]!.rxBytes).toBeGreaterThan(256 * 1024);
+    expect(statsA.net.rxBytes).toBe(statsA.nics[0]!.rxBytes);
 
     // The network outlives the daemon, and a daemon start repairs what is missing.
     await stopDaemon(h);
