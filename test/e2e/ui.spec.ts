@@ -2,7 +2,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
-import { expect, test } from '@playwright/test';
+import { expect, test, type Page } from '@playwright/test';
 import { isQemuFor, readPidfile } from '../../src/qemu/process.js';
 import { makeIso } from '../fixtures/iso.js';
 
@@ -54,6 +54,10 @@ function freePort(): Promise<number> {
     s.on('error', reject);
   });
 }
+
+/** How far the page scrolls sideways (more than 0: it does not fit). */
+const sideways = async (page: Page) =>
+  Number(await page.evaluate('document.documentElement.scrollWidth - innerWidth'));
 
 test.beforeAll(async () => {
   dir = await mkdtemp('/tmp/phe-');
@@ -255,8 +259,7 @@ test('every page fits 1280x720 and 4K without scrolling sideways', async ({ page
     for (const path of ['/', `/vms/${VM}`, '/host', '/create']) {
       await page.goto(`http://127.0.0.1:${port}${path}`);
       await expect(page.getByRole('heading', { level: 2 }).first()).toBeVisible();
-      const overflow = Number(await page.evaluate('document.documentElement.scrollWidth - innerWidth'));
-      expect(overflow, `${path} at ${size.width}×${size.height}`).toBeLessThanOrEqual(0);
+      expect(await sideways(page), `${path} at ${size.width}×${size.height}`).toBeLessThanOrEqual(0);
     }
     await page.screenshot({ path: info.outputPath(`create-${size.width}x${size.height}.png`) });
   }
@@ -285,6 +288,8 @@ test("a stopped VM's page takes a snapshot and a new disk; the wizard uploads an
     timeout: 30_000,
   });
 
+  expect(await sideways(page), 'the Disks tab at 1280×720').toBeLessThanOrEqual(0);
+
   await page.getByRole('tab', { name: 'Snapshots' }).click();
   await page.getByLabel('New snapshot name').fill('first');
   await page.getByRole('button', { name: 'Take snapshot' }).click();
@@ -308,5 +313,6 @@ test("a stopped VM's page takes a snapshot and a new disk; the wizard uploads an
   await expect(plan.getByRole('row', { name: /^media install: \/.*\/isos\/debian-11\.5\.iso/ })).toBeVisible({
     timeout: 30_000,
   });
+  expect(await sideways(page), 'the review page at 1280×720').toBeLessThanOrEqual(0);
   await page.screenshot({ path: info.outputPath('iso-plan.png') });
 });

@@ -9,7 +9,7 @@ import {
   withOverride,
   type Plan,
 } from '../../web/src/review.js';
-import { isoUploadName } from '../../web/src/isos.js';
+import { isoUploadName } from '../../web/src/iso-name.js';
 import { snapshotRows } from '../../web/src/snapshot-rows.js';
 import { nextProgress } from '../../web/src/vms.js';
 

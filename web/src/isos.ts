@@ -1,4 +1,5 @@
 import { ApiError } from './api.js';
+import { isoUploadName } from './iso-name.js';
 
 /** An installer ISO uploaded to the daemon (GET /v1/isos), with the OS identified from it. */
 export interface IsoFile {
@@ -19,7 +20,7 @@ const ISO_TYPE = 'application/x-iso9660-image';
 export function uploadIso(file: File, onProgress: (percent: number) => void): Promise<IsoFile> {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
-    xhr.open('PUT', `/v1/isos/${encodeURIComponent(file.name)}`);
+    xhr.open('PUT', `/v1/isos/${encodeURIComponent(isoUploadName(file.name))}`);
     xhr.setRequestHeader('content-type', ISO_TYPE);
     xhr.upload.onprogress = (e) => {
       if (e.lengthComputable) onProgress(Math.floor((e.loaded / e.total) * 100));
