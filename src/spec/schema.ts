@@ -199,7 +199,7 @@ export const hostDeviceSpec = z.discriminatedUnion('kind', [
   }),
 ]);
 
-/** The host PCI functions a host device entry takes (an mdev takes none whole: its parent stays). */
+/** The host PCI addresses a host device entry names: a card's functions, a VF, or an mdev's parent. */
 export const hostDeviceAddresses = (d: { kind: string; address: string; companions?: string[] }): string[] =>
   d.kind === 'vfio' ? [d.address, ...(d.companions ?? [])] : [d.address];
 
@@ -293,7 +293,10 @@ const machineRules = (spec: z.output<typeof vmSpecInputFields>, ctx: z.Refinemen
       message: 'Secure Boot firmware needs SMM, which Phyllome sets up on machine q35 only',
     });
   }
-  const taken = (spec.graphics.hostDevices ?? []).flatMap(hostDeviceAddresses);
+  // Functions taken whole; slices of one parent are separate instances.
+  const taken = (spec.graphics.hostDevices ?? [])
+    .filter((d) => d.kind !== 'mdev')
+    .flatMap(hostDeviceAddresses);
   taken.forEach((a, i) => {
     if (taken.indexOf(a) !== i) {
       ctx.addIssue({

@@ -79,7 +79,13 @@ describe('phyllome host check', () => {
     await stopDaemon(h);
     const file = path.join(h.home, 'vms', 'gpu', 'vm.json');
     const spec = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
-    spec.graphics = { device: 'none', hostDevices: [{ kind: 'vf', address: '0000:7f:00.1' }] };
+    spec.graphics = {
+      device: 'none',
+      hostDevices: [
+        { kind: 'vf', address: '0000:7f:00.1' },
+        { kind: 'mdev', address: '0000:7e:00.0', mdevType: 'nvidia-231', uuid: spec.uuid },
+      ],
+    };
     await writeFile(file, JSON.stringify(spec));
     const r = await cli(h, ['start', 'gpu']);
     expect(r.code).toBe(1);
@@ -88,6 +94,9 @@ describe('phyllome host check', () => {
     );
     expect((await json<Vm>(h, ['status', 'gpu'])).state).toBe('stopped');
     expect(await ok(h, ['status', 'gpu'])).toMatch(/^Host GPU +0000:7f:00\.1 \(SR-IOV VF\)$/m);
+    // Deleting it removes its mediated device, here one that was never made.
+    await ok(h, ['delete', 'gpu']);
+    expect(await json<unknown[]>(h, ['list', '--json'])).toEqual([]);
   });
 
   it('create --gpu names a GPU this host cannot hand over: refused with why, nothing created', async () => {

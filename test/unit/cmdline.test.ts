@@ -184,6 +184,8 @@ describe('QEMU command line', () => {
         { kind: 'vf', address: '0000:03:00.1' },
       ]),
     ).toThrow('graphics.hostDevices: 0000:03:00.1 is handed to the guest twice');
+    const slices = { kind: 'mdev', address: '0000:18:00.0', mdevType: 'nvidia-231' };
+    expect(bad([slices, slices])).not.toThrow();
   });
 
   it('gives a Windows 11 profile Secure Boot UEFI, a TPM, SATA, an install CD and Hyper-V', async () => {
