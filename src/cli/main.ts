@@ -305,6 +305,44 @@ program
     await print(o.json, r, () => 'The keystore is locked.');
   });
 
+type StorageState = {
+  path: string;
+  fsType?: string;
+  kernelSupport: boolean;
+  fscrypt: boolean;
+  locked: boolean;
+};
+const storage = program
+  .command('storage')
+  .description('where VM state lives, and its filesystem encryption (fscrypt)');
+storage
+  .command('status', { isDefault: true })
+  .description('whether the VM folder is fscrypt-encrypted, and unlocked')
+  .addOption(jsonOption)
+  .action(async (o: { json?: boolean }) => {
+    const s = await client.call<StorageState>('GET', '/v1/storage');
+    await print(o.json, s, () =>
+      s.fscrypt
+        ? `${s.path} is fscrypt-encrypted${s.locked ? ' and locked: run "phyllome unlock"' : ' and unlocked'}.`
+        : `${s.path} (${s.fsType ?? 'unknown filesystem'}) is not fscrypt-encrypted: "phyllome storage encrypt" does it.`,
+    );
+  });
+storage
+  .command('encrypt')
+  .description(
+    'put the VM folder under fscrypt, its key kept in the keystore: VM names, specs, disks, variables, TPM state and logs encrypted at rest (every VM stopped; ext4 with the encrypt feature)',
+  )
+  .addOption(jsonOption)
+  .action(async (o: { json?: boolean }) => {
+    const r = await client.call<{ path: string; moved: string[] }>('POST', '/v1/storage/encrypt');
+    await print(
+      o.json,
+      r,
+      () =>
+        `${r.path} is fscrypt-encrypted now (${r.moved.length} VM${r.moved.length === 1 ? '' : 's'} moved into it). The keystore unlocks it: "phyllome unlock" after a reboot.`,
+    );
+  });
+
 program
   .command('os')
   .description('the operating systems Phyllome can plan for (from osinfo-db)')

@@ -44,7 +44,7 @@ import { tcpRefusal, UiSessions, type TcpListener } from './ui-auth.js';
 import { registerUi } from './ui.js';
 import { StatsSampler } from './stats-sampler.js';
 import { ISO_TYPE, IsoStore } from './isos.js';
-import { isosDir } from './paths.js';
+import { isosDir, vmsDir } from './paths.js';
 
 const errorBody = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
 
@@ -321,7 +321,7 @@ export async function buildApi(deps: ApiDeps) {
       const qemu = await manager.host.features();
       const findings = hostFindings(
         report,
-        live ? { accel: await deps.accel, qemu, storage: await readStorage(manager.layout.home) } : {},
+        live ? { accel: await deps.accel, qemu, storage: await readStorage(vmsDir(manager.layout)) } : {},
       );
       const plans = Object.fromEntries(
         (['linux', 'windows', 'macos', 'bsd'] as const).map((os) => [
@@ -446,9 +446,40 @@ export async function buildApi(deps: ApiDeps) {
         response: { 200: keystoreState, ...errors },
       },
     },
-    async (request) => ({
-      state: await manager.keystore.unlock(request.body.passphrase).catch(keystoreError),
-    }),
+    async (request) => {
+      const state = await manager.keystore.unlock(request.body.passphrase).catch(keystoreError);
+      await manager.keystoreUnlocked();
+      return { state };
+    },
+  );
+
+  const storageState = z.object({
+    path: z.string(),
+    fsType: z.string().optional(),
+    kernelSupport: z.boolean(),
+    fscrypt: z.boolean(),
+    locked: z.boolean().describe('encrypted, and its key not unlocked yet: run "phyllome unlock"'),
+  });
+  api.get(
+    '/v1/storage',
+    {
+      schema: {
+        summary: 'Where VM state lives, and whether fscrypt encrypts it',
+        response: { 200: storageState },
+      },
+    },
+    async () => manager.storageStatus(),
+  );
+  api.post(
+    '/v1/storage/encrypt',
+    {
+      schema: {
+        summary:
+          'Put the VM folder under fscrypt (every VM stopped; its key kept in the keystore); every VM is moved into it',
+        response: { 200: z.object({ path: z.string(), moved: z.array(z.string()) }), ...errors },
+      },
+    },
+    async () => manager.encryptStorage(),
   );
   api.post(
     '/v1/keystore/lock',

@@ -79,6 +79,9 @@ import { findPasst } from '../net/passt.js';
 import { chooseUserBackend, formatForward, slirpHostfwd, wireNics, type NicWiring } from '../net/wiring.js';
 import { withDiskFormats } from '../storage/format.js';
 import { INCOMING_MARKER } from './migrate-plan.js';
+import { readStorage, type StorageFacts } from '../host/storage.js';
+import { folderState, unlockFolder } from '../storage/fscrypt.js';
+import { encryptVmFolder, recoverStorageSwap, STORAGE_KEY_ID } from './storage-crypt.js';
 
 export type VmState = 'stopped' | 'starting' | 'running' | 'paused' | 'stopping';
 
@@ -179,8 +182,25 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     this.store = new StateStore(layout);
   }
 
+  /**
+   * The VM folder is fscrypt-encrypted and its key is not in the kernel yet: nothing can be read until
+   * the keystore (which keeps that key) is unlocked.
+   */
+  private storageLocked = false;
+
   /** Loads every VM and re-adopts QEMU processes that outlived a previous daemon. */
   async load(): Promise<void> {
+    const vms = vmsDir(this.layout);
+    const swap = await recoverStorageSwap(vms);
+    if (swap.length) this.log.warn({ steps: swap }, 'finished a VM storage encryption a crash cut short');
+    if (!(await this.openStorage())) {
+      this.storageLocked = true;
+      this.log.warn(
+        'the VM storage is encrypted and the keystore is locked: no VM is loaded until "phyllome unlock"',
+      );
+      return;
+    }
+    this.storageLocked = false;
     const leftovers = await this.store.init();
     if (leftovers.length) this.log.warn({ leftovers }, 'removed what a crash left half-made');
     await mkdir(this.layout.run, { recursive: true, mode: 0o750 });
@@ -216,11 +236,64 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     // Keys of VMs that never came to be (a create killed midway); only when every VM was read.
     if (!unreadable) {
       const gone = await this.keystore.prune(
-        new Set([...this.vms.values()].flatMap((v) => [v.spec.uuid, tpmKeyId(v.spec.uuid)])),
+        new Set([
+          STORAGE_KEY_ID,
+          ...[...this.vms.values()].flatMap((v) => [v.spec.uuid, tpmKeyId(v.spec.uuid)]),
+        ]),
       );
       if (gone.length) this.log.warn({ keys: gone.length }, 'dropped keys of VMs a crash left unmade');
       await this.collectBases();
     }
+  }
+
+  /** Unlocks an fscrypt-encrypted VM folder with its key from the keystore; false when that is locked. */
+  private async openStorage(): Promise<boolean> {
+    const vms = vmsDir(this.layout);
+    if (!(await readStorage(vms)).fscrypt || (await folderState(vms)).unlocked) return true;
+    if (!this.keystore.unlocked) return false;
+    const key = await this.keystore.keyFor(STORAGE_KEY_ID);
+    await unlockFolder(vms, Buffer.from(key, 'base64'));
+    this.log.info('unlocked the encrypted VM storage');
+    return true;
+  }
+
+  /** After a keystore unlock: a locked VM folder opens, and its VMs load. */
+  async keystoreUnlocked(): Promise<void> {
+    if (this.storageLocked) await this.load();
+  }
+
+  /** Refuses to act on VMs while their folder cannot be read. */
+  private requireStorage(): void {
+    if (this.storageLocked) {
+      throw new UserError(
+        'the VM storage is encrypted and locked: run "phyllome unlock" (or start phyllomed with PHYLLOME_PASSPHRASE_FILE)',
+        423,
+        'locked',
+      );
+    }
+  }
+
+  async storageStatus(): Promise<StorageFacts & { locked: boolean }> {
+    return { ...(await readStorage(vmsDir(this.layout))), locked: this.storageLocked };
+  }
+
+  /**
+   * Puts the VM folder under fscrypt (names, specs, disks, variables, TPM state, logs in it), every VM
+   * moved into it. Every VM must be stopped; the key is made and kept in the keystore first.
+   */
+  encryptStorage(): Promise<{ path: string; moved: string[] }> {
+    this.requireStorage();
+    return this.withLock(STORAGE_LOCK, 'storage encryption', async () => {
+      const busy = [...this.vms.values()].filter((v) => v.state !== 'stopped').map((v) => v.spec.name);
+      if (busy.length) throw conflict(`stop every VM first: ${busy.join(', ')} still run`);
+      const vms = vmsDir(this.layout);
+      const existing = await this.keystore.keyFor(STORAGE_KEY_ID).catch(() => undefined);
+      // A key kept from an attempt that failed is used again: a crash may have left a copy under it.
+      const key = existing ?? (await this.keystore.newKey(STORAGE_KEY_ID).catch(keystoreError));
+      const { moved } = await encryptVmFolder(vms, Buffer.from(key, 'base64'));
+      this.log.info({ vms: moved.length }, 'the VM storage is encrypted');
+      return { path: vms, moved };
+    });
   }
 
   /** Removes the linked-clone bases no VM reads from any more (after a delete, and at start). */
@@ -387,6 +460,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
   }
 
   private get(name: string): Vm {
+    this.requireStorage();
     const vm = this.vms.get(name);
     if (!vm) throw notFound(name);
     return vm;
@@ -512,6 +586,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
   }
 
   async list(): Promise<VmInfo[]> {
+    this.requireStorage();
     const passtInstalled = passtLookup();
     return Promise.all([...this.vms.keys()].sort().map((n) => this.info(n, passtInstalled)));
   }
@@ -521,6 +596,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
   }
 
   async create(input: unknown): Promise<VmInfo> {
+    this.requireStorage();
     const {
       input: withPaths,
       newDisks,
@@ -1049,6 +1125,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     body: Readable,
     opts: { name?: string; passphrase?: string; size?: number } = {},
   ): Promise<{ vm: VmInfo; changes: Change[] }> {
+    this.requireStorage();
     if (opts.name) {
       const problem = vmNameProblem(opts.name);
       if (problem) throw new UserError(`name: ${problem}`);
@@ -1606,7 +1683,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
   /** The Unix socket QEMU serves the VM's screen on (VNC); only the daemon bridges it to browsers. */
   vncSocket(name: string): string {
     const vm = this.running(name, ['running', 'paused', 'stopping']);
-    if (vm.spec.graphics.device === 'none') throw conflict(`VM "${name}" has no screen (graphics none)`);
+    if (!hasScreen(vm.spec)) throw conflict(`VM "${name}" has no screen (graphics none)`);
     return runtimeFiles(this.layout, name).vnc;
   }
 
@@ -1713,6 +1790,7 @@ function diskIndex(spec: VmSpec, id: string): number {
 
 /** The lock key linked clones and base cleanup share (no VM name has a slash). */
 const BASES_LOCK = '/bases';
+const STORAGE_LOCK = '/storage';
 
 /** The keystore entry of a VM's TPM state key: separate from its disk key, so a clone can share it. */
 const tpmKeyId = (uuid: string) => `${uuid}/tpm`;

@@ -182,7 +182,7 @@ function liveFindings(live: LiveFacts): Finding[] {
             title: `VM storage ${s.path} is not fscrypt-encrypted: disks are LUKS-encrypted per VM, but UEFI variables, TPM state and logs are not`,
             fix:
               s.fsType === 'ext4' && s.kernelSupport
-                ? `tune2fs -O encrypt on its ext4 filesystem, then put ${s.path} under an fscrypt policy (apt-get install fscrypt; fscrypt setup; fscrypt encrypt ${s.path})`
+                ? `phyllome storage encrypt (with every VM stopped): it puts ${s.path} under an fscrypt policy whose key the keystore keeps; its ext4 filesystem needs the encrypt feature first (tune2fs -O encrypt DEVICE)`
                 : `move ${s.path} to an ext4 or f2fs filesystem with encryption support`,
           },
     );

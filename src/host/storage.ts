@@ -15,8 +15,8 @@ export interface StorageFacts {
   fscrypt: boolean;
 }
 
-/** Pure: the filesystem type of the mount that holds `p`, from /proc/self/mountinfo (longest mount point). */
-export function fsTypeOf(mountinfo: string, p: string): string | undefined {
+/** Pure: the mount that holds `p` (its mount point and filesystem type), from /proc/self/mountinfo (longest mount point). */
+export function mountOf(mountinfo: string, p: string): { at: string; type: string } | undefined {
   let best: { at: string; type: string } | undefined;
   for (const line of mountinfo.split('\n')) {
     const [left, right] = line.split(' - ');
@@ -26,7 +26,7 @@ export function fsTypeOf(mountinfo: string, p: string): string | undefined {
     const inside = p === at || p.startsWith(at === '/' ? '/' : `${at}/`);
     if (inside && (!best || at.length > best.at.length)) best = { at, type };
   }
-  return best?.type;
+  return best;
 }
 
 /** Pure: `lsattr -d` prints the flags first; `E` marks an encrypted folder. */
@@ -46,6 +46,6 @@ export async function readStorage(home: string): Promise<StorageFacts> {
       () => '',
     ),
   ]);
-  const fsType = fsTypeOf(mountinfo, at);
+  const fsType = mountOf(mountinfo, at)?.type;
   return { path: at, ...(fsType ? { fsType } : {}), kernelSupport, fscrypt: lsattrEncrypted(attrs) };
 }

@@ -19,11 +19,14 @@ export interface Image {
 }
 
 /**
- * Keys reach qemu-img as secret objects read from files in a private folder on tmpfs (/dev/shm),
+ * Keys reach qemu-img (and fscrypt) as secret objects read from files in a private folder on tmpfs (/dev/shm),
  * removed as soon as it exits: never argv. (Node cannot hand a child a real pipe: its stdio pipes are
  * sockets, which `/dev/fd/N` cannot open.)
  */
-async function withKeyFiles<T>(keys: string[], fn: (files: string[]) => Promise<T>): Promise<T> {
+export async function withKeyFiles<T>(
+  keys: (string | Buffer)[],
+  fn: (files: string[]) => Promise<T>,
+): Promise<T> {
   if (!keys.length) return fn([]);
   const base = await stat('/dev/shm').then(
     () => '/dev/shm',
