@@ -816,6 +816,19 @@ export async function buildApi(deps: ApiDeps) {
     (request) => manager.hostLoopback(request.params.name, request.body.enabled, request.query.nic),
   );
 
+  api.patch(
+    '/v1/vms/:name',
+    {
+      schema: {
+        summary: "Change a stopped VM's CPUs or memory (checked like a new spec)",
+        params: nameParams,
+        body: z.strictObject({ cpus: z.number().optional(), memory: z.string().optional() }),
+        response: { 200: vmInfo, ...errors },
+      },
+    },
+    (request) => manager.setResources(request.params.name, request.body),
+  );
+
   const migrations = new Migrations(manager, deps.logger);
   api.post(
     '/v1/vms/:name/migrate',

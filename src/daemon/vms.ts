@@ -1664,6 +1664,18 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     });
   }
 
+  /** Changes a stopped VM's CPUs and memory; the spec's own rules check the values. */
+  setResources(name: string, change: { cpus?: number; memory?: string }): Promise<VmInfo> {
+    return this.withLock(name, 'settings', async () => {
+      const vm = this.get(name);
+      if (vm.state !== 'stopped') throw conflict(`stop VM "${name}" to change its CPUs or memory`);
+      const spec = respec(vm.spec, change);
+      await this.store.writeSpec(spec);
+      vm.spec = spec;
+      return this.info(name);
+    });
+  }
+
   /**
    * HMP through QMP, for the few commands QMP lacks. HMP answers in text: anything but what `ok`
    * accepts (silence, by default) is a refusal.

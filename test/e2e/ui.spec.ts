@@ -301,6 +301,18 @@ test("a stopped VM's page takes a snapshot and a new disk; the wizard uploads an
   await expect(page.getByRole('heading', { name: /already/ })).toBeVisible();
   await page.screenshot({ path: info.outputPath('snapshots.png') });
 
+  // Settings: the daemon's refusal shows by the form; a change shows on the page at once.
+  await page.getByRole('tab', { name: 'Settings' }).click();
+  await page.getByLabel(/^Memory/).fill('lots');
+  await page.getByRole('button', { name: 'Save' }).click();
+  await expect(page.getByRole('heading', { name: /memory: "lots" is not a size/ })).toBeVisible();
+  await page.getByLabel(/^Memory/).fill('320M');
+  await page.getByLabel('CPUs').fill('2');
+  await page.getByRole('button', { name: 'Save' }).click();
+  const header = page.getByRole('term').filter({ hasText: 'CPUs' }).first().locator('xpath=..');
+  await expect(header).toContainText('2');
+  await expect(page.getByText('320M', { exact: true })).toBeVisible();
+
   const iso = await makeIso(dir, 'debian-11.5.iso', { volume: 'Debian 11.5.0 amd64 n', system: 'LINUX' });
   await page.goto(`http://127.0.0.1:${port}/create`);
   await page.getByLabel(/^Name/).fill('from-iso');

@@ -300,3 +300,32 @@ export async function tcpDaemon(h: TestHome): Promise<{ daemon: ChildProcess; po
   );
   return { daemon, port };
 }
+
+export interface TcpAnswer {
+  status: number;
+  body: { error?: { message: string; code: string }; [k: string]: unknown };
+}
+
+/** One request to a daemon's loopback TCP listener, its JSON answer read back. */
+export function tcpCall(
+  port: number,
+  method: string,
+  url: string,
+  headers: Record<string, string | number>,
+  body?: Buffer | string,
+): Promise<TcpAnswer> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, method, path: url, headers }, (res) => {
+      let text = '';
+      res.on('data', (d: Buffer) => (text += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode!, body: text ? JSON.parse(text) : {} }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** The bearer token header a TCP client needs (the daemon writes the token at its start). */
+export async function tokenHeader(h: TestHome): Promise<{ authorization: string }> {
+  return { authorization: `Bearer ${(await readFile(path.join(h.home, 'api-token'), 'utf8')).trim()}` };
+}

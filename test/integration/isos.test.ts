@@ -3,10 +3,9 @@ import { readdir, readFile } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ISO_TYPE } from '../../src/daemon/isos.js';
 import { makeIso } from '../fixtures/iso.js';
-import { destroyHome, makeHome, tcpDaemon, waitFor, type TestHome } from './helpers.js';
-
-const ISO_TYPE = 'application/x-iso9660-image';
+import { destroyHome, makeHome, tcpCall, tcpDaemon, tokenHeader, waitFor, type TestHome } from './helpers.js';
 
 let h: TestHome;
 let daemon: ChildProcess;
@@ -14,28 +13,8 @@ let port: number;
 let auth: Record<string, string>;
 let isosDir: string;
 
-interface Answer {
-  status: number;
-  body: { error?: { message: string }; [k: string]: unknown };
-}
-
-/** One request over loopback TCP, its JSON answer read back. */
-function request(
-  method: string,
-  url: string,
-  headers: Record<string, string | number>,
-  body?: Buffer,
-): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method, path: url, headers }, (res) => {
-      let text = '';
-      res.on('data', (d: Buffer) => (text += d.toString()));
-      res.on('end', () => resolve({ status: res.statusCode!, body: text ? JSON.parse(text) : {} }));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
+const request = (method: string, url: string, headers: Record<string, string | number>, body?: Buffer) =>
+  tcpCall(port, method, url, headers, body);
 
 const upload = (name: string, bytes: Buffer, headers = auth) =>
   request('PUT', `/v1/isos/${encodeURIComponent(name)}`, { ...headers, 'content-type': ISO_TYPE }, bytes);
@@ -43,7 +22,7 @@ const upload = (name: string, bytes: Buffer, headers = auth) =>
 beforeAll(async () => {
   h = await makeHome();
   ({ daemon, port } = await tcpDaemon(h));
-  auth = { authorization: `Bearer ${(await readFile(path.join(h.home, 'api-token'), 'utf8')).trim()}` };
+  auth = await tokenHeader(h);
   isosDir = path.join(h.home, 'isos');
 });
 afterAll(async () => {

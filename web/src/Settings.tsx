@@ -32,20 +32,31 @@ const firmwareText = (f: Vm['spec']['firmware']) =>
   f.type === 'bios' ? 'BIOS' : `UEFI${f.secureBoot ? ' with Secure Boot' : ''}`;
 
 /**
- * What a VM is made of. The daemon changes port forwards and host-loopback access; CPUs, memory and
- * the devices are fixed at creation (there is no route to change them), so they are shown read-only.
+ * What a VM is made of. CPUs and memory change while it is stopped, port forwards and host-loopback
+ * access at any time; the devices are fixed at creation (no route changes them), so they are shown.
  */
-export function Settings({ vm }: { vm: Vm }) {
+export function Settings({ vm, changed }: { vm: Vm; changed: () => void }) {
   const base = `/v1/vms/${encodeURIComponent(vm.name)}`;
   const info = useResource<Vm>(base, vm.state);
   const fwd = useResource<{ forwards: Forward[] }>(`${base}/forwards`);
   const [draft, setDraft] = useState({ hostPort: '', guestPort: '', proto: 'tcp', public: false });
+  const [resources, setResources] = useState<{ cpus?: string; memory?: string }>({});
   const spec = info.data?.spec;
   const userNics = spec?.nics.flatMap((n, i) => (n.net.type === 'user' ? [{ nic: i, ...n }] : [])) ?? [];
   const add = async () => {
     const body = { ...draft, hostPort: Number(draft.hostPort), guestPort: Number(draft.guestPort) };
     if (await fwd.change('POST', `${base}/forwards`, body))
       setDraft({ hostPort: '', guestPort: '', proto: 'tcp', public: false });
+  };
+  const save = async () => {
+    const body = {
+      ...(resources.cpus ? { cpus: Number(resources.cpus) } : {}),
+      ...(resources.memory ? { memory: resources.memory } : {}),
+    };
+    if (await info.change('PATCH', base, body)) {
+      setResources({});
+      changed();
+    }
   };
   const row = (term: string, value: string | number) => (
     <DescriptionListGroup>
@@ -55,19 +66,52 @@ export function Settings({ vm }: { vm: Vm }) {
   );
   return (
     <>
-      <Problem error={info.error} clear={info.clearError} />
       {spec && (
         <DescriptionList isHorizontal isCompact aria-label={`Settings of ${vm.name}`}>
           {row('OS', spec.os ?? '-')}
-          {row('CPUs', spec.cpus)}
-          {row('Memory', spec.memory)}
           {row('Machine', spec.machine)}
           {row('Firmware', firmwareText(spec.firmware))}
           {row('Graphics', spec.graphics.device)}
           {row('NICs', spec.nics.map((n) => `${n.model} on ${n.net.type}`).join(', ') || 'none')}
         </DescriptionList>
       )}
-      <p className="pf-v6-u-mt-sm">CPUs, memory and devices are set when the VM is created.</p>
+      <Problem error={info.error} clear={info.clearError} />
+      {spec && (
+        <Form
+          className="pf-v6-u-mt-md"
+          onSubmit={(e) => {
+            e.preventDefault();
+            void save();
+          }}
+        >
+          <Flex alignItems={{ default: 'alignItemsFlexEnd' }}>
+            <FormGroup label="CPUs" fieldId="set-cpus">
+              <TextInput
+                id="set-cpus"
+                inputMode="numeric"
+                isDisabled={vm.state !== 'stopped'}
+                value={resources.cpus ?? String(spec.cpus)}
+                onChange={(_e, cpus) => setResources({ ...resources, cpus })}
+              />
+            </FormGroup>
+            <FormGroup label="Memory (like 2G)" fieldId="set-memory">
+              <TextInput
+                id="set-memory"
+                isDisabled={vm.state !== 'stopped'}
+                value={resources.memory ?? spec.memory}
+                onChange={(_e, memory) => setResources({ ...resources, memory })}
+              />
+            </FormGroup>
+            <Button
+              type="submit"
+              isDisabled={vm.state !== 'stopped' || info.busy || (!resources.cpus && !resources.memory)}
+            >
+              Save
+            </Button>
+          </Flex>
+          {vm.state !== 'stopped' && <p>Stop the VM to change its CPUs or memory.</p>}
+        </Form>
+      )}
       {userNics.map((n) => (
         <Switch
           key={n.nic}

@@ -116,7 +116,7 @@ export function VmDetail({ name }: { name: string }) {
                 <Media vm={vm} />
               </Tab>
               <Tab eventKey="settings" title={<TabTitleText>Settings</TabTitleText>}>
-                <Settings vm={vm} />
+                <Settings vm={vm} changed={v.reload} />
               </Tab>
             </Tabs>
           </>

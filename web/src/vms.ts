@@ -63,6 +63,8 @@ export function useVms() {
     else setError((e as Error).message);
   }, []);
 
+  const reload = useCallback(() => call<Vm[]>('GET', '/v1/vms').then(setVms), []);
+
   useEffect(() => {
     let ws: WebSocket | undefined;
     let retry: ReturnType<typeof setTimeout> | undefined;
@@ -76,7 +78,6 @@ export function useVms() {
         setTimeout(() => setProgress((p) => nextProgress(p, { vm: e.vm })), PROGRESS_STALE_MS),
       );
     };
-    const reload = () => call<Vm[]>('GET', '/v1/vms').then(setVms);
     const connect = () => {
       ws = new WebSocket(wsUrl('/v1/events'));
       // The list is read once the stream is up, so no change falls between the two.
@@ -117,7 +118,7 @@ export function useVms() {
       stale.forEach((t) => clearTimeout(t));
       ws?.close();
     };
-  }, [fail]);
+  }, [fail, reload]);
 
   const act = async (vm: Vm, action: Action) => {
     setBusy((b) => new Set(b).add(vm.name));
@@ -139,5 +140,16 @@ export function useVms() {
     }
   };
 
-  return { vms, error, clearError: () => setError(undefined), loggedOut, connected, busy, progress, act };
+  return {
+    vms,
+    error,
+    clearError: () => setError(undefined),
+    loggedOut,
+    connected,
+    busy,
+    progress,
+    act,
+    /** After a change the event stream does not report (a VM's settings). */
+    reload: () => void reload().catch(fail),
+  };
 }
