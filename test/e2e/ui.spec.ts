@@ -289,6 +289,14 @@ test("a stopped VM's page takes a snapshot and a new disk; the wizard uploads an
   });
 
   expect(await sideways(page), 'the Disks tab at 1280×720').toBeLessThanOrEqual(0);
+  // Grow only: a shrink is refused in the daemon's words; a grow shows the new size.
+  await disks.getByRole('button', { name: 'Resize disk0' }).click();
+  await page.getByLabel(/^New size of disk0/).fill('32M');
+  await page.getByRole('button', { name: 'Grow disk0' }).click();
+  await expect(page.getByRole('heading', { name: /shrinking it to 32M would cut off/ })).toBeVisible();
+  await page.getByLabel(/^New size of disk0/).fill('96M');
+  await page.getByRole('button', { name: 'Grow disk0' }).click();
+  await expect(disks.getByRole('row', { name: /^disk0 .* 96 MiB / })).toBeVisible({ timeout: 30_000 });
 
   await page.getByRole('tab', { name: 'Snapshots' }).click();
   await page.getByLabel('New snapshot name').fill('first');

@@ -82,7 +82,12 @@ export function Disks({ vm }: { vm: Vm }) {
                         value={resizing.size}
                         onChange={(_e, v) => setResizing({ id: d.id, size: v })}
                       />
-                      <Button size="sm" type="submit" isDisabled={!resizing.size || r.busy}>
+                      <Button
+                        size="sm"
+                        type="submit"
+                        aria-label={`Grow ${d.id}`}
+                        isDisabled={!resizing.size || r.busy}
+                      >
                         Grow
                       </Button>
                       <Button size="sm" variant="link" onClick={() => setResizing(undefined)}>
