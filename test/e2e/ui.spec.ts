@@ -335,4 +335,16 @@ test("a stopped VM's page takes a snapshot and a new disk; the wizard uploads an
   });
   expect(await sideways(page), 'the review page at 1280×720').toBeLessThanOrEqual(0);
   await page.screenshot({ path: info.outputPath('iso-plan.png') });
+
+  // The uploaded ISO goes into the stopped VM's (new) CD-ROM drive from its Media tab.
+  await page.goto(`http://127.0.0.1:${port}/vms/panes`);
+  await page.getByRole('tab', { name: 'Media' }).click();
+  await page
+    .getByLabel('ISO for drive 0', { exact: true })
+    .selectOption({ label: 'debian-11.5.iso (Debian 11)' });
+  await page.getByRole('button', { name: 'Insert into drive 0' }).click();
+  const media = page.getByRole('grid', { name: 'CD-ROM drives of panes' });
+  await expect(media.getByRole('row', { name: /^0 media \/.*\/isos\/debian-11\.5\.iso/ })).toBeVisible();
+  await page.getByRole('button', { name: 'Eject drive 0' }).click();
+  await expect(media.getByRole('row', { name: /^0 media empty/ })).toBeVisible();
 });

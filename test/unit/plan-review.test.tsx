@@ -1,5 +1,6 @@
 import { renderToString } from 'react-dom/server';
 import { describe, expect, it } from 'vitest';
+import { OpProgressBar } from '../../web/src/OpProgress.js';
 import { PlanReview } from '../../web/src/PlanReview.js';
 import {
   CHOSEN,
@@ -165,6 +166,14 @@ describe("the VM page's pure parts", () => {
       { name: 'e', parent: 'a', createdAt: at, live: false },
     ]).map((r) => `${r.depth}${r.snap.name}`);
     expect(order).toEqual(['0a', '1b', '2c', '1e', '0d']);
+  });
+
+  it('shows a running operation as a labelled progress bar, and nothing when none runs', () => {
+    const html = renderToString(<OpProgressBar vm="db" progress={{ op: 'clone', percent: 42 }} />);
+    expect(html).toContain('aria-label="clone of db"');
+    expect(html).toContain('aria-valuenow="42"');
+    expect(html).toContain('>clone<');
+    expect(renderToString(<OpProgressBar vm="db" progress={undefined} />)).toBe('');
   });
 
   it('keeps a running operation per VM and drops it when it reaches 100%', () => {
