@@ -308,6 +308,15 @@ test("a stopped VM's page takes a snapshot and a new disk; the wizard uploads an
   await page.getByRole('button', { name: 'Take snapshot' }).click();
   await expect(page.getByRole('heading', { name: /already/ })).toBeVisible();
   await page.screenshot({ path: info.outputPath('snapshots.png') });
+  // Revert and delete each ask first, in a modal.
+  await snapshots.getByRole('button', { name: 'Revert to first' }).click();
+  await page.getByRole('dialog').getByRole('button', { name: 'Revert', exact: true }).click();
+  await expect(page.getByRole('dialog')).toHaveCount(0);
+  await expect(snapshots.getByRole('button', { name: 'Revert to first' })).toBeEnabled({ timeout: 30_000 });
+  await expect(page.getByRole('heading', { name: /Danger alert/ })).toHaveCount(0);
+  await snapshots.getByRole('button', { name: 'Delete first' }).click();
+  await page.getByRole('dialog').getByRole('button', { name: 'Delete', exact: true }).click();
+  await expect(snapshots.getByRole('row', { name: 'No snapshots.' })).toBeVisible({ timeout: 30_000 });
 
   // Settings: the daemon's refusal shows by the form; a change shows on the page at once.
   await page.getByRole('tab', { name: 'Settings' }).click();
