@@ -9,12 +9,9 @@ import {
   PageSection,
   Title,
 } from '@patternfly/react-core';
-import { useEffect, useState } from 'react';
+import { lazy, Suspense, useEffect, useState } from 'react';
 import { call } from './api.js';
-import { CreateVm } from './CreateVm.js';
-import { Host } from './Host.js';
 import { link, usePath } from './nav.js';
-import { VmDetail } from './VmDetail.js';
 import { VmList } from './VmList.js';
 import { LoginProblem } from './LoginProblem.js';
 
@@ -41,6 +38,11 @@ function useLogin(): Login {
   }, []);
   return login;
 }
+
+// Loaded when first shown: the list, the page most visits start on, then loads only its own code.
+const VmDetail = lazy(() => import('./VmDetail.js').then((m) => ({ default: m.VmDetail })));
+const CreateVm = lazy(() => import('./CreateVm.js').then((m) => ({ default: m.CreateVm })));
+const Host = lazy(() => import('./Host.js').then((m) => ({ default: m.Host })));
 
 /** The page for a path: the VM list, one VM, the create wizard, or the host. */
 function Route({ path }: { path: string }) {
@@ -90,7 +92,9 @@ export function App() {
     <Page masthead={masthead} isContentFilled>
       <PageSection>
         {login === 'pending' ? null : login === 'ok' ? (
-          <Route path={path} />
+          <Suspense fallback={null}>
+            <Route path={path} />
+          </Suspense>
         ) : (
           <LoginProblem message={login.problem} />
         )}

@@ -78,15 +78,25 @@ export function useVms() {
         setTimeout(() => setProgress((p) => nextProgress(p, { vm: e.vm })), PROGRESS_STALE_MS),
       );
     };
+    // The list is read while the stream opens (not after: a page shows sooner); a change the stream
+    // reports before that read is in may be missing from it, so the list is read again then.
+    let reading = false;
+    let missed = false;
+    const read = () => {
+      reading = true;
+      missed = false;
+      return reload().finally(() => {
+        reading = false;
+        if (missed && !closed) void read().catch(fail);
+      });
+    };
     const connect = () => {
       ws = new WebSocket(wsUrl('/v1/events'));
-      // The list is read once the stream is up, so no change falls between the two.
-      ws.onopen = () => {
-        setConnected(true);
-        reload().catch(fail);
-      };
+      void read().catch(fail);
+      ws.onopen = () => setConnected(true);
       ws.onmessage = (m: MessageEvent<string>) => {
         const e = JSON.parse(m.data) as VmEvent;
+        if (reading && e.type !== 'progress') missed = true;
         if (e.type === 'state' && e.state) {
           const { state, reason } = e;
           setVms((list) => list?.map((vm) => (vm.name === e.vm ? { ...vm, state, reason } : vm)));

@@ -1,6 +1,9 @@
-// UI event latency: from QEMU emitting STOP/RESUME (its QMP timestamp) to the VM's page showing
-// "paused"/"running", in Debian's Chromium against a real daemon and a TCG guest. Target: < 200 ms.
-// Usage: node bench/ui-latency.ts [rounds] (each round pauses and resumes once)
+// The web UI in Debian's Chromium against a real daemon and a TCG guest, on loopback:
+// - first load: from navigation to the VM list showing the (stopped) VM, in a fresh tab each time (cold for
+//   the page, as a user opening it; the browser's HTTP cache is on, as it is for a user). Target: < 1 s.
+// - event latency: from QEMU emitting STOP/RESUME (its QMP timestamp) to the VM's page showing
+//   "paused"/"running". Target: < 200 ms.
+// Usage: node bench/ui.ts [rounds] (each round loads the page once, then pauses and resumes once)
 import { spawn } from 'node:child_process';
 import net from 'node:net';
 import { chromium } from '@playwright/test';
@@ -8,6 +11,7 @@ import { cli, createGuest, median, ms, percentile, prepare, root } from './lib.t
 
 const rounds = Number(process.argv[2] ?? 20);
 const TARGET_MS = 200;
+const LOAD_TARGET_MS = 1000;
 const { guest, env, cleanup } = prepare();
 
 const port = await new Promise<number>((resolve) => {
@@ -46,15 +50,34 @@ const INSTRUMENT = `new Promise((opened) => {
 
 try {
   await createGuest(env, guest, 'bench');
-  await cli(env, ['start', 'bench']);
   const { url } = JSON.parse(await cli(env, ['ui', '--json'])) as { url: string };
-  const page = await browser.newPage();
+  const context = await browser.newContext();
+  const page = await context.newPage();
   await page.goto(url);
-  // Logged in once the list shows; then the VM's page, with its console and graphs streaming too.
+  // Logged in once the list shows. The first loads come while the VM is stopped: a TCG guest keeps
+  // a core of this machine busy, which a KVM guest on a real host does not.
+  await page.getByRole('link', { name: 'bench' }).waitFor();
+  const loads: number[] = [];
+  for (let i = 0; i < rounds; i++) {
+    const tab = await context.newPage();
+    const started = Date.now();
+    await tab.goto(new URL('/', url).href);
+    await tab.getByRole('link', { name: 'bench' }).waitFor();
+    loads.push(Date.now() - started);
+    await tab.close();
+  }
+  console.log(
+    `first load of the VM list over ${loads.length} fresh tabs: median ${ms(median(loads))}, p95 ${ms(percentile(loads, 0.95))}`,
+  );
+  console.log(
+    `target < ${LOAD_TARGET_MS} ms: ${percentile(loads, 0.95) < LOAD_TARGET_MS ? 'met' : 'NOT met'} at p95`,
+  );
+
+  // Then the VM's page, with its console and graphs streaming too.
+  await cli(env, ['start', 'bench']);
   await page.getByRole('link', { name: 'bench' }).click();
   await page.getByText('running', { exact: true }).waitFor();
   await page.evaluate(INSTRUMENT);
-
   const latencies: number[] = [];
   const step = async (verb: string, event: string, state: string) => {
     const shown = page.evaluate(`window.shown(${JSON.stringify(state)})`) as Promise<number>;
