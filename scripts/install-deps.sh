@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 # (bridge, DHCP, NAT); the test guest carries qemu-guest-agent. libvirt (its daemon, QEMU driver and
 # virsh) and xmllint (for virt-xml-validate) test the libvirt import and export.
 # chromium is the browser the web UI's tests drive (test/e2e; never one Playwright downloads).
-packages=(qemu-system-x86 zstd fscrypt qemu-system-gui qemu-utils libgl1-mesa-dri libegl-mesa0 busybox-static linux-image-amd64 cpio kmod e2fsprogs binutils util-linux coreutils ovmf swtpm swtpm-tools osinfo-db genisoimage passt iproute2 dnsmasq-base nftables qemu-guest-agent libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libxml2-utils chromium)
+# openssl makes the daemon's self-signed HTTPS certificate when it listens beyond loopback.
+packages=(qemu-system-x86 zstd fscrypt qemu-system-gui qemu-utils libgl1-mesa-dri libegl-mesa0 busybox-static linux-image-amd64 cpio kmod e2fsprogs binutils util-linux coreutils ovmf swtpm swtpm-tools osinfo-db genisoimage passt iproute2 dnsmasq-base nftables qemu-guest-agent libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libxml2-utils chromium openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,11 +1,14 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, openSync, closeSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import type { Socket } from 'node:net';
 import { daemonLog, daemonSocket, resolveLayout, type Layout } from '../daemon/paths.js';
+import { sameFingerprint } from '../daemon/tls.js';
 
 // Loaded through require: an ESM import of node:http evaluates all its exports, and the getters for
 // fetch/WebSocket pull in undici, a fifth of this command's start-up time.
-const http = createRequire(import.meta.url)('node:http') as typeof import('node:http');
+const require = createRequire(import.meta.url);
+const http = require('node:http') as typeof import('node:http');
 
 /** An error the daemon answered with; its message already says what to do. */
 export class ApiError extends Error {
@@ -23,21 +26,56 @@ export interface Response<T> {
   body: T;
 }
 
-/** Where a daemon answers: its Unix socket, or loopback TCP with its bearer token. */
-export type DaemonAddress = { socketPath: string } | { host: string; port: number; token: string };
+/**
+ * Where a daemon answers: its Unix socket, or TCP with its bearer token; over HTTPS, beyond
+ * loopback, with its certificate's fingerprint to pin (parseFingerprint's form).
+ */
+export type DaemonAddress =
+  { socketPath: string } | { host: string; port: number; token: string; fingerprint?: string | undefined };
 
-function request<T>(
+/**
+ * A TLS connection to a daemon whose certificate has `fingerprint`, checked before anything is sent:
+ * daemons' certificates are self-signed, so the fingerprint is the trust, not a CA.
+ */
+function pinnedTls(host: string, port: number, fingerprint: string, timeoutMs = 30_000): Promise<Socket> {
+  const tls = require('node:tls') as typeof import('node:tls');
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host, port, rejectUnauthorized: false, timeout: timeoutMs }, () => {
+      const presented = socket.getPeerCertificate().fingerprint256 ?? 'none';
+      socket.setTimeout(0);
+      if (sameFingerprint(presented, fingerprint)) return resolve(socket);
+      socket.destroy();
+      reject(
+        new Error(
+          `${host}:${port} presented a certificate with SHA-256 fingerprint ${presented}, not the expected ${fingerprint}: nothing was sent; check the fingerprint with "phyllome host tls-fingerprint" on that host`,
+        ),
+      );
+    });
+    socket.on('error', reject);
+    socket.on('timeout', () =>
+      socket.destroy(new Error(`no TLS answer from ${host}:${port} within ${timeoutMs} ms`)),
+    );
+  });
+}
+
+async function request<T>(
   to: DaemonAddress,
   method: string,
   url: string,
   body?: unknown,
   timeoutMs?: number,
 ): Promise<Response<T>> {
+  // HTTP inside a pinned TLS connection, opened and checked before the request writes a byte.
+  const pinned =
+    'fingerprint' in to && to.fingerprint
+      ? await pinnedTls(to.host, to.port, to.fingerprint, timeoutMs)
+      : undefined;
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const req = http.request(
       {
         ...('socketPath' in to ? { socketPath: to.socketPath } : { host: to.host, port: to.port }),
+        ...(pinned ? { createConnection: () => pinned } : {}),
         method,
         path: url,
         headers: {

@@ -576,17 +576,32 @@ program
     await print(o.json, vm, () => `Cloned "${source}" to "${name}". Start it with: phyllome start ${name}`);
   });
 
+type MigrateOptions = {
+  to: string;
+  tokenFile: string;
+  fingerprint?: string;
+  bandwidth?: string;
+  json?: boolean;
+};
+
 program
   .command('migrate')
   .description(
-    'live-migrate a running VM, disks included, to another phyllomed (on this machine: its --listen address)',
+    'live-migrate a running VM, disks included, to another phyllomed (its --listen address, on this host or another)',
   )
   .argument('<name>')
-  .requiredOption('--to <host:port>', "the destination daemon's API address, like 127.0.0.1:8470")
+  .requiredOption(
+    '--to <host:port>',
+    "the destination daemon's API address, like 127.0.0.1:8470 or 192.168.1.20:8470",
+  )
   .requiredOption('--token-file <file>', "the destination's API token (its PHYLLOME_HOME/api-token)")
+  .option(
+    '--fingerprint <sha256>',
+    "on another host: the destination's certificate fingerprint (phyllome host tls-fingerprint there)",
+  )
   .option('--bandwidth <size>', 'at most this many bytes per second for each disk and the RAM, like 50M')
   .addOption(jsonOption)
-  .action(async (name: string, o: { to: string; tokenFile: string; bandwidth?: string; json?: boolean }) => {
+  .action(async (name: string, o: MigrateOptions) => {
     const [{ readFile }, { parseSize }, { withProgress }] = await Promise.all([
       import('node:fs/promises'),
       import('../spec/size.js'),
@@ -605,6 +620,7 @@ program
         client.call<VmInfo>('POST', `${vmPath(name)}/migrate`, {
           to: o.to,
           token,
+          ...(o.fingerprint ? { fingerprint: o.fingerprint } : {}),
           ...(o.bandwidth ? { bandwidth: parseSize(o.bandwidth, 'B') } : {}),
         }),
     );
@@ -978,6 +994,16 @@ host
     );
   });
 
+host
+  .command('tls-fingerprint')
+  .description(
+    "print the SHA-256 fingerprint of phyllomed's HTTPS certificate, which migrations from other hosts pin (--fingerprint)",
+  )
+  .action(async () => {
+    const { certificateFingerprint } = await import('../daemon/tls.js');
+    process.stdout.write(`${await certificateFingerprint(client.layout.home)}\n`);
+  });
+
 const LEVEL_MARK = { ok: 'ok  ', warn: 'WARN', fail: 'FAIL' } as const;
 
 host
@@ -1040,7 +1066,7 @@ program
   .description('run phyllomed in the foreground (for systemd)')
   .option(
     '--listen [host:port]',
-    `also serve the API and the web UI on a loopback TCP address (alone: 127.0.0.1:${DEFAULT_UI_PORT})`,
+    `also serve the API and the web UI on TCP (alone: 127.0.0.1:${DEFAULT_UI_PORT}); beyond loopback over HTTPS only, with a self-signed certificate made on first use`,
   )
   .option('--token-file <file>', 'the bearer token file for --listen (made if missing)')
   .action(async (o: { listen?: string | true; tokenFile?: string }) => {

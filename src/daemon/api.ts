@@ -39,7 +39,7 @@ import { readHost } from '../host/report.js';
 import { readStorage } from '../host/storage.js';
 import { planGraphics, planSeats } from '../guest/graphics-plan.js';
 import { Migrations } from './migrate.js';
-import { parseLoopbackAddress } from './migrate-plan.js';
+import { migrationPeer } from './migrate-plan.js';
 import { tcpRefusal, UiSessions, type TcpListener } from './ui-auth.js';
 import { registerUi } from './ui.js';
 import { StatsSampler } from './stats-sampler.js';
@@ -838,18 +838,22 @@ export async function buildApi(deps: ApiDeps) {
           'Live-migrate a VM to another phyllomed, disks included; removed here once it runs there (progress as events)',
         params: nameParams,
         body: z.strictObject({
-          to: z.string().describe("the destination's API address, like 127.0.0.1:8470"),
+          to: z.string().describe("the destination's API address, like 127.0.0.1:8470 or 192.168.1.20:8470"),
           token: z.string().min(1).describe("the destination's API token"),
+          fingerprint: z
+            .string()
+            .optional()
+            .describe("the SHA-256 fingerprint of the destination's certificate: required beyond loopback"),
           bandwidth: z.number().int().positive().optional().describe('bytes/s, for each disk and the RAM'),
         }),
         response: { 200: vmInfo.describe('the VM as it runs at the destination'), ...errors },
       },
     },
     async (request) => {
-      const { to, token, bandwidth } = request.body;
+      const { to, token, fingerprint, bandwidth } = request.body;
       let peer;
       try {
-        peer = parseLoopbackAddress(to, 'to');
+        peer = migrationPeer(to, fingerprint);
       } catch (e) {
         throw new UserError((e as Error).message);
       }
@@ -867,7 +871,7 @@ export async function buildApi(deps: ApiDeps) {
     async (request, reply) =>
       reply
         .code(201)
-        // The streams listen where this call came in (loopback TCP), or on loopback for the Unix socket.
+        // The streams listen where this call came in (TCP), or on loopback for the Unix socket.
         .send(await migrations.receive(request.body, request.raw.socket.localAddress ?? '127.0.0.1')),
   );
   api.post(

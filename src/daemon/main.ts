@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { createRequire } from 'node:module';
@@ -15,15 +15,20 @@ import { GuestPlanner } from './planning.js';
 import { writeFileAtomic } from './files.js';
 import { checkSocketPath, daemonPidfile, daemonSocket, resolveLayout } from './paths.js';
 import { VmManager } from './vms.js';
-import { parseLoopbackAddress } from './migrate-plan.js';
+import { isLoopback, parseApiAddress } from './migrate-plan.js';
+import { ensureCertificate } from './tls.js';
 import { NetworkManager } from './networks.js';
 
 // Through require: an ESM import of node:http evaluates its fetch/WebSocket getters, which load
 // undici and cost the daemon several MB of resident memory it never uses.
-const http = createRequire(import.meta.url)('node:http') as typeof import('node:http');
+const require = createRequire(import.meta.url);
+const http = require('node:http') as typeof import('node:http');
 
 export interface DaemonOptions {
-  /** Loopback TCP address (host:port) served beside the Unix socket, bearer-token protected. */
+  /**
+   * TCP address (host:port) served beside the Unix socket, bearer-token protected: plain HTTP on
+   * loopback, HTTPS anywhere else.
+   */
   listen?: string;
   tokenFile?: string;
 }
@@ -103,7 +108,8 @@ export async function runDaemon(options: DaemonOptions = {}): Promise<void> {
 
   let token: string | undefined;
   if (options.listen) token = await loadToken(options.tokenFile ?? path.join(layout.home, 'api-token'));
-  const listener = options.listen ? parseLoopbackAddress(options.listen, '--listen') : undefined;
+  const address = options.listen ? parseApiAddress(options.listen, '--listen') : undefined;
+  const listener = address && { ...address, tls: !isLoopback(address.host) };
   const planner = new GuestPlanner(accel, host.features);
   const app = await buildApi({
     manager,
@@ -127,15 +133,26 @@ export async function runDaemon(options: DaemonOptions = {}): Promise<void> {
   if (listener) {
     const { host, port } = listener;
     // One Fastify instance serves both listeners: TCP requests go through the same routes and hooks.
-    tcp = http.createServer((req, res) => app.routing(req, res));
+    const serve: Parameters<typeof http.createServer>[1] = (req, res) => app.routing(req, res);
+    // Beyond loopback, HTTPS only: the token and a migration's PSK never cross a network in clear.
+    let fingerprint: string | undefined;
+    if (listener.tls) {
+      const { cert, key } = await ensureCertificate(layout.home, host);
+      fingerprint = new X509Certificate(cert).fingerprint256;
+      tcp = (require('node:https') as typeof import('node:https')).createServer({ cert, key }, serve);
+    } else {
+      tcp = http.createServer(serve);
+    }
     tcp.on('upgrade', (req, socket, head) => app.server.emit('upgrade', req, socket, head));
     await new Promise<void>((resolve, reject) => {
       tcp!.once('error', reject);
       tcp!.listen(port, host, resolve);
     });
     logger.info(
-      { listen: options.listen },
-      'also listening on loopback TCP (bearer token or browser login required)',
+      { listen: options.listen, ...(fingerprint ? { fingerprint } : {}) },
+      fingerprint
+        ? `also listening on HTTPS (bearer token or browser login required); certificate SHA-256 fingerprint ${fingerprint}`
+        : 'also listening on loopback TCP (bearer token or browser login required)',
     );
   }
 

@@ -1,24 +1,61 @@
+import net from 'node:net';
 import path from 'node:path';
 import { NVRAM_NODE } from '../qemu/cmdline.js';
 import { diskId, type VmSpec } from '../spec/schema.js';
+import { parseFingerprint } from './tls.js';
 
-/** A daemon's loopback API address; phyllomed serves TCP on loopback only, so only that is accepted. */
+/** A daemon's TCP API address. */
 export interface Peer {
   host: string;
   port: number;
 }
 
-const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|\[::1\])$/;
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|::1)$/;
 
-/** `127.0.0.1:8470` → host and port; anything not loopback is refused with what to give instead. */
-export function parseLoopbackAddress(text: string, what: string): Peer {
+/** Loopback listeners serve plain HTTP; any other address is on a network, and serves HTTPS only. */
+export const isLoopback = (host: string): boolean => LOOPBACK.test(host);
+
+/**
+ * `127.0.0.1:8470` or `[fd00::5]:8470` → host and port. Other hosts are IP addresses, not names: the
+ * daemon checks Host against its own address, and "any address" (0.0.0.0, ::) names none.
+ */
+export function parseApiAddress(text: string, what: string): Peer {
   const at = text.lastIndexOf(':');
-  const host = text.slice(0, at);
+  const bracketed = /^\[(.*)\]$/.exec(text.slice(0, at));
+  const host = bracketed ? bracketed[1]! : text.slice(0, at);
   const port = Number(text.slice(at + 1));
-  if (at < 0 || !LOOPBACK.test(host) || !Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new Error(`${what} takes a loopback address and port, like 127.0.0.1:8470 (got ${text})`);
+  const ip = net.isIP(host);
+  const fits =
+    (host === 'localhost' || (ip === 4 && !bracketed) || (ip === 6 && bracketed)) &&
+    !/^(0\.0\.0\.0|::)$/.test(host);
+  if (at < 0 || !fits || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new Error(
+      `${what} takes an IP address and port, like 127.0.0.1:8470, 192.168.1.20:8470 or [fd00::5]:8470 (got ${text})`,
+    );
   }
-  return { host: host.replace(/^\[|\]$/g, ''), port };
+  return { host, port };
+}
+
+/**
+ * Where a migration goes, from the API call's `to` and `fingerprint`: a destination beyond loopback
+ * is reached over HTTPS, and only with its certificate's fingerprint to pin (there is no CA to trust).
+ */
+export function migrationPeer(to: string, fingerprint: string | undefined): Peer & { fingerprint?: string } {
+  const peer = parseApiAddress(to, 'to');
+  if (isLoopback(peer.host)) {
+    if (fingerprint) {
+      throw new Error(
+        `${to} is loopback, served over plain HTTP with no certificate: leave out the fingerprint`,
+      );
+    }
+    return peer;
+  }
+  if (!fingerprint) {
+    throw new Error(
+      `a destination on another host (${to}) needs its certificate's fingerprint: run "phyllome host tls-fingerprint" there and pass it with --fingerprint`,
+    );
+  }
+  return { ...peer, fingerprint: parseFingerprint(fingerprint) };
 }
 
 /**

@@ -288,7 +288,11 @@ export class Migrations {
    * Source: move `name` to the daemon at `to`. `bandwidth` (bytes/s) caps the disk mirrors and the
    * RAM stream each. Progress goes out as events (op `migrate`).
    */
-  send(name: string, to: Peer & { token: string }, bandwidth?: number): Promise<VmInfo> {
+  send(
+    name: string,
+    to: Peer & { token: string; fingerprint?: string },
+    bandwidth?: number,
+  ): Promise<VmInfo> {
     const progress = (percent: number) =>
       this.manager.emit('event', {
         type: 'progress',
@@ -320,9 +324,12 @@ export class Migrations {
         { spec, sizes, psk } satisfies IncomingRequest,
         PEER_TIMEOUT_MS,
       ).catch((e: Error) => {
+        if (!(e instanceof ApiError)) {
+          throw new UserError(`cannot reach the destination ${to.host}:${to.port}: ${e.message}`);
+        }
         throw new UserError(
           `the destination ${to.host}:${to.port} refused "${name}": ${e.message}`,
-          e instanceof ApiError && e.status === 409 ? 409 : 400,
+          e.status === 409 ? 409 : 400,
         );
       });
       // The answer names where QEMU connects: addresses and ports, nothing else.

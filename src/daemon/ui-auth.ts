@@ -83,12 +83,18 @@ export interface TcpListener {
   /** The address it is bound to, as given to --listen (brackets stripped from IPv6). */
   host: string;
   port: number;
+  /** HTTPS: a listener beyond loopback (main.ts). */
+  tls?: boolean;
 }
 
-/** The `host:port` values a browser may send in Host for this listener. */
-export function loopbackHosts({ host, port }: TcpListener): Set<string> {
-  const names = new Set(['localhost', '127.0.0.1', '[::1]', host.includes(':') ? `[${host}]` : host]);
-  return new Set([...names].map((n) => `${n}:${port}`));
+/**
+ * The `host:port` values a browser may send in Host for this listener: its own address, and on
+ * loopback the other names of loopback too.
+ */
+export function listenerHosts({ host, port, tls }: TcpListener): Set<string> {
+  const own = host.includes(':') ? `[${host}]` : host;
+  const names = tls ? [own] : ['localhost', '127.0.0.1', '[::1]', own];
+  return new Set(names.map((n) => `${n}:${port}`));
 }
 
 export interface TcpRequest {
@@ -111,8 +117,8 @@ export interface Refusal {
 }
 
 /**
- * Whether a request over loopback TCP may go on. In order: it must carry the bearer token or a
- * session cookie (401), unless the route is public; its Host must name this loopback listener (403:
+ * Whether a request over TCP may go on. In order: it must carry the bearer token or a
+ * session cookie (401), unless the route is public; its Host must name this listener (403:
  * a DNS-rebinding page sends its own name); an Origin, when sent, must be this listener's (403: a
  * page elsewhere, another port of 127.0.0.1 included, which SameSite counts as the same site); and a
  * cookie alone moves nothing without that Origin (403: the cookie is what a forged request would
@@ -134,7 +140,7 @@ export function tcpRefusal(
       message: 'missing or wrong bearer token or login: run "phyllome ui" for a login URL',
     };
   }
-  const hosts = loopbackHosts(listener);
+  const hosts = listenerHosts(listener);
   if (!hosts.has(req.headers.host?.toLowerCase() ?? '')) {
     return {
       status: 403,
@@ -142,7 +148,7 @@ export function tcpRefusal(
       message: `Host must be one of ${[...hosts].join(', ')} (got ${req.headers.host ?? 'none'})`,
     };
   }
-  const origins = new Set([...hosts].map((h) => `http://${h}`));
+  const origins = new Set([...hosts].map((h) => `${listener.tls ? 'https' : 'http'}://${h}`));
   const origin = req.headers.origin;
   const changes = !['GET', 'HEAD', 'OPTIONS'].includes(req.method) || req.headers.upgrade !== undefined;
   if (origin !== undefined ? !origins.has(origin.toLowerCase()) : byCookie && changes) {

@@ -69,7 +69,7 @@ export function registerUi(
       const host = listener.host.includes(':') ? `[${listener.host}]` : listener.host;
       // In the fragment: browsers never send it to a server, so no log or Referer carries the code.
       return {
-        url: `http://${host}:${listener.port}/login#${code}`,
+        url: `${listener.tls ? 'https' : 'http'}://${host}:${listener.port}/login#${code}`,
         expiresAt: new Date(expiresAt).toISOString(),
       };
     },

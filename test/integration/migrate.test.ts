@@ -27,6 +27,7 @@ import {
   type TestHome,
   type Vm,
 } from './helpers.js';
+import { API_PORT, isRoot, Netns } from './netns.js';
 
 let src: TestHome;
 let dst: TestHome;
@@ -64,24 +65,18 @@ const serialLog = (h: TestHome, name: string) =>
 /** The marker writeMarker left, read from the disk itself (the page cache dropped first). */
 const MARKER_ON_DISK = 'head -c 32 /dev/vda | tr -dc A-Z0-9-; echo';
 const ticks = (log: string) => [...log.matchAll(/^TICK-(\d+)\r?$/gm)].map((m) => Number(m[1]));
-const migrate = (name: string, extra: string[] = []) =>
+/** Migrates `name` from the source to the daemon at `to`, whose home is `there`. */
+const migrateTo = (to: string, there: TestHome, name: string, extra: string[] = []) =>
   cli(
     src,
-    [
-      'migrate',
-      name,
-      '--to',
-      `127.0.0.1:${port}`,
-      '--token-file',
-      path.join(dst.home, 'api-token'),
-      ...extra,
-    ],
+    ['migrate', name, '--to', to, '--token-file', path.join(there.home, 'api-token'), ...extra],
     150_000,
   );
+const migrate = (name: string, extra: string[] = []) => migrateTo(`127.0.0.1:${port}`, dst, name, extra);
 
 /** Boots the test guest with an encrypted disk holding a marker, and starts a counter on its console. */
-async function counting(name: string): Promise<ConsoleSession> {
-  await createGuest(src, name, ['--disk', '32M']);
+async function counting(name: string, extra: string[] = []): Promise<ConsoleSession> {
+  await createGuest(src, name, ['--disk', '32M', ...extra]);
   await ok(src, ['start', name]);
   await waitForReady(src, name);
   await writeMarker(src, name, 'MIGRATED-DISK-MARKER');
@@ -90,6 +85,20 @@ async function counting(name: string): Promise<ConsoleSession> {
   c.type('i=0; while :; do echo TICK-$i; i=$((i+1)); sleep 1; done &\n');
   await waitFor('the counter', async () => ticks(await serialLog(src, name)).length >= 2 || undefined);
   return c;
+}
+
+/** The counter goes on at `h` where it was at the source (`lastAtSource`), and the guest never booted again. */
+async function countsOn(h: TestHome, name: string, lastAtSource: number): Promise<void> {
+  await waitFor(
+    'the counter at the destination',
+    async () => ticks(await serialLog(h, name)).length >= 3 || undefined,
+  );
+  const log = await serialLog(h, name);
+  expect(log).not.toContain(READY);
+  const seen = ticks(log);
+  expect(seen[0]).toBeGreaterThan(lastAtSource);
+  expect(seen[0]).toBeLessThanOrEqual(lastAtSource + 3);
+  expect(seen).toEqual(seen.map((_, i) => seen[0]! + i));
 }
 
 /** Runs a program with a hard timeout; its exit code and output. */
@@ -175,17 +184,7 @@ describe('live migration between two daemons', () => {
     ]);
     expect(await readFile(path.join(dst.home, 'keystore.json'), 'utf8')).toContain(before.uuid);
 
-    // The counter goes on where it was, and the guest never booted again.
-    await waitFor(
-      'the counter at the destination',
-      async () => ticks(await serialLog(dst, 'mover')).length >= 3 || undefined,
-    );
-    const log = await serialLog(dst, 'mover');
-    expect(log).not.toContain(READY);
-    const seen = ticks(log);
-    expect(seen[0]).toBeGreaterThan(lastAtSource);
-    expect(seen[0]).toBeLessThanOrEqual(lastAtSource + 3);
-    expect(seen).toEqual(seen.map((_, i) => seen[0]! + i));
+    await countsOn(dst, 'mover', lastAtSource);
 
     // The disk's data arrived (read past the guest's page cache; the counter may print in between).
     const read = await inGuest(dst, 'mover', `echo 3 > /proc/sys/vm/drop_caches; ${MARKER_ON_DISK}`);
@@ -295,7 +294,7 @@ describe('live migration between two daemons', () => {
     expect(badToken.stderr).toMatch(
       /the destination 127\.0\.0\.1:\d+ refused "idle": missing or wrong bearer token/,
     );
-    // Loopback only, refused before anything is contacted.
+    // Beyond loopback only with the certificate to pin: refused before anything is contacted.
     const elsewhere = await cli(src, [
       'migrate',
       'idle',
@@ -304,7 +303,9 @@ describe('live migration between two daemons', () => {
       '--token-file',
       path.join(dst.home, 'api-token'),
     ]);
-    expect(elsewhere.stderr).toMatch(/to takes a loopback address and port, like 127\.0\.0\.1:8470/);
+    expect(elsewhere.stderr).toMatch(
+      /a destination on another host \(192\.0\.2\.1:8470\) needs its certificate's fingerprint/,
+    );
     await createGuest(dst, 'idle');
     const taken = await migrate('idle');
     expect(taken.stderr).toMatch(/refused "idle": a VM named "idle" already exists here/);
@@ -402,5 +403,89 @@ describe('live migration between two daemons', () => {
     expect(alive(qemuPid)).toBe(false);
     await expect(access(path.join(dst.home, 'vms/lure'))).rejects.toThrow();
     await expect(access(path.join(dst.run, 'vms/lure'))).rejects.toThrow();
+  });
+});
+
+// "Another host": a daemon in a network namespace of the test's own, reached over a veth pair.
+describe.skipIf(!isRoot)('live migration to another host', () => {
+  let far: TestHome;
+  let lan: Awaited<ReturnType<typeof Netns.linked>>;
+  let to: string;
+  beforeEach(async () => {
+    far = await makeHome();
+    lan = await Netns.linked();
+    to = `${lan.address}:${API_PORT}`;
+    await lan.startDaemon(far, {}, lan.address);
+  });
+  afterEach(async () => {
+    // Everything in the namespace (daemon, QEMU) is the test's: destroy kills it by pid.
+    await lan.destroy();
+    await destroyHome(far);
+  });
+
+  it('serves HTTPS only, with the fingerprint it prints, and wants its own address as Host', async () => {
+    const printed = await ok(far, ['host', 'tls-fingerprint']);
+    const fingerprint = printed.trim();
+    expect(fingerprint).toMatch(/^([0-9A-F]{2}:){31}[0-9A-F]{2}$/);
+    expect(await readFile(path.join(far.dir, 'daemon.log'), 'utf8')).toContain(
+      `certificate SHA-256 fingerprint ${fingerprint}`,
+    );
+    // Plain HTTP gets no answer at all: the bearer token would cross the network in clear.
+    await expect(fetch(`http://${to}/v1/vms`, { signal: AbortSignal.timeout(5000) })).rejects.toThrow();
+    // Over TLS, pinned: the token is enough, but only with the listener's own address as Host.
+    const { callDaemon } = await import('../../src/cli/client.js');
+    const token = (await readFile(path.join(far.home, 'api-token'), 'utf8')).trim();
+    const peer = { host: lan.address, port: API_PORT, token, fingerprint };
+    expect(await callDaemon(peer, 'GET', '/v1/vms')).toEqual([]);
+    const https = await import('node:https');
+    const status = await new Promise<number | undefined>((resolve, reject) =>
+      https
+        .get(
+          {
+            host: lan.address,
+            port: API_PORT,
+            path: '/v1/vms',
+            rejectUnauthorized: false,
+            headers: { host: `127.0.0.1:${API_PORT}`, authorization: `Bearer ${token}` },
+          },
+          (res) => resolve(res.resume().statusCode),
+        )
+        .on('error', reject),
+    );
+    expect(status).toBe(403);
+  });
+
+  it('moves a running guest there with the right fingerprint only: the counter goes on', async () => {
+    const fingerprint = (await ok(far, ['host', 'tls-fingerprint'])).trim();
+    const c = await counting('traveller', ['--nic', 'none']);
+    const before = await json<Vm>(src, ['status', 'traveller']);
+
+    // A wrong fingerprint: refused before the token is sent, both named, nothing changed.
+    const wrong = '00:'.repeat(31) + '00';
+    const refused = await migrateTo(to, far, 'traveller', ['--fingerprint', wrong]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain(`presented a certificate with SHA-256 fingerprint ${fingerprint}`);
+    expect(refused.stderr).toContain(`not the expected ${wrong}`);
+    expect(await json<Vm>(src, ['status', 'traveller'])).toMatchObject({ state: 'running', pid: before.pid });
+    expect(await json<Vm[]>(far, ['list'])).toEqual([]);
+    await expect(access(path.join(far.home, 'vms/traveller'))).rejects.toThrow();
+
+    const r = await migrateTo(to, far, 'traveller', ['--fingerprint', fingerprint.replace(/:/g, '')]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`Migrated "traveller": it is running at ${to} now`));
+    await c.exited;
+    const lastAtSource = ticks(c.output).at(-1)!;
+    expect(await json<Vm[]>(src, ['list'])).toEqual([]);
+    expect(alive(before.pid!)).toBe(false);
+
+    // It runs in the namespace now, the same guest, counting on from where it was.
+    const after = await json<Vm>(far, ['status', 'traveller']);
+    expect(after).toMatchObject({ state: 'running', uuid: before.uuid });
+    expect(await lan.pids()).toContain(after.pid);
+    await countsOn(far, 'traveller', lastAtSource);
+    expect(await inGuest(far, 'traveller', `echo 3 > /proc/sys/vm/drop_caches; ${MARKER_ON_DISK}`)).toContain(
+      'MIGRATED-DISK-MARKER',
+    );
   });
 });

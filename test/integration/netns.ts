@@ -37,6 +37,29 @@ export class Netns {
     return ns;
   }
 
+  /**
+   * A namespace joined to this machine by a veth pair: `hostSide` (10.231.N.1/30) here, `address`
+   * (10.231.N.2/30) in there, and no route beyond that link: "another host" on a LAN of the test's own.
+   */
+  static async linked(): Promise<Netns & { address: string; hostSide: string }> {
+    const n = 1 + Math.floor(Math.random() * 250);
+    const ns = Object.assign(await Netns.make(), { address: `10.231.${n}.2`, hostSide: `10.231.${n}.1` });
+    const link = `phv${process.pid % 100_000}${n}`;
+    try {
+      await run('ip', ['link', 'add', link, 'type', 'veth', 'peer', 'name', 'lan0', 'netns', ns.name]);
+      await run('ip', ['addr', 'add', `${ns.hostSide}/30`, 'dev', link]);
+      await run('ip', ['link', 'set', link, 'up']);
+      await run('ip', ['-n', ns.name, 'addr', 'add', `${ns.address}/30`, 'dev', 'lan0']);
+      await run('ip', ['-n', ns.name, 'link', 'set', 'lan0', 'up']);
+    } catch (e) {
+      // Removing the namespace removes the pair's other end, and with it this one.
+      await ns.destroy();
+      await run('ip', ['link', 'del', link]).catch(() => undefined);
+      throw e;
+    }
+    return ns;
+  }
+
   /** Runs a command inside the namespace (bounded); stdout, or the error with stderr. */
   async exec(args: string[], timeoutMs = 15_000): Promise<string> {
     return (await run('ip', ['netns', 'exec', this.name, ...args], { timeout: timeoutMs })).stdout;
@@ -73,12 +96,15 @@ export class Netns {
     );
   }
 
-  /** Starts phyllomed inside the namespace, listening on its loopback too; the CLI reaches it by its socket. */
-  async startDaemon(h: TestHome, env: NodeJS.ProcessEnv = {}): Promise<void> {
+  /**
+   * Starts phyllomed inside the namespace, listening on TCP there (its loopback unless `host` says
+   * otherwise) too; the CLI reaches it by its socket. Its log is h.dir/daemon.log.
+   */
+  async startDaemon(h: TestHome, env: NodeJS.ProcessEnv = {}, host = '127.0.0.1'): Promise<void> {
     const log = openSync(path.join(h.dir, 'daemon.log'), 'a');
     const child = spawn(
       'ip',
-      ['netns', 'exec', this.name, process.execPath, bundle, 'daemon', '--listen', `127.0.0.1:${API_PORT}`],
+      ['netns', 'exec', this.name, process.execPath, bundle, 'daemon', '--listen', `${host}:${API_PORT}`],
       { env: { ...h.env, ...env }, detached: true, stdio: ['ignore', log, log] },
     );
     child.unref();

@@ -4,7 +4,8 @@ import {
   migrationPercent,
   migrationProblems,
   mirroredImages,
-  parseLoopbackAddress,
+  migrationPeer,
+  parseApiAddress,
   pskFile,
   PSK_USER,
 } from '../../src/daemon/migrate-plan.js';
@@ -98,12 +99,46 @@ describe('migration plan', () => {
     ]);
   });
 
-  it('takes loopback addresses only', () => {
-    expect(parseLoopbackAddress('127.0.0.1:8470', '--to')).toEqual({ host: '127.0.0.1', port: 8470 });
-    expect(parseLoopbackAddress('[::1]:9', '--to')).toEqual({ host: '::1', port: 9 });
-    for (const bad of ['192.0.2.1:8470', '127.0.0.1', '127.0.0.1:0', 'localhost:70000', ':80']) {
-      expect(() => parseLoopbackAddress(bad, '--to'), bad).toThrow(/--to takes a loopback address and port/);
+  it('takes IP addresses and ports, loopback or not, never "any address"', () => {
+    expect(parseApiAddress('127.0.0.1:8470', '--to')).toEqual({ host: '127.0.0.1', port: 8470 });
+    expect(parseApiAddress('[::1]:9', '--to')).toEqual({ host: '::1', port: 9 });
+    expect(parseApiAddress('localhost:9', '--to')).toEqual({ host: 'localhost', port: 9 });
+    expect(parseApiAddress('10.231.4.2:8470', '--to')).toEqual({ host: '10.231.4.2', port: 8470 });
+    expect(parseApiAddress('[fd00::5]:8470', '--to')).toEqual({ host: 'fd00::5', port: 8470 });
+    for (const bad of [
+      '127.0.0.1',
+      '127.0.0.1:0',
+      'localhost:70000',
+      ':80',
+      'fd00::5:8470',
+      '[10.0.0.1]:80',
+      'host.example:8470',
+      '0.0.0.0:8470',
+      '[::]:8470',
+      '10.0.0.1:80x',
+    ]) {
+      expect(() => parseApiAddress(bad, '--to'), bad).toThrow(
+        /--to takes an IP address and port, like 127\.0\.0\.1:8470/,
+      );
     }
+  });
+
+  it('pins a fingerprint beyond loopback, and wants none on loopback', () => {
+    const fp = 'ab'.repeat(32);
+    const pinned = 'AB:'.repeat(31) + 'AB';
+    expect(migrationPeer('127.0.0.1:8470', undefined)).toEqual({ host: '127.0.0.1', port: 8470 });
+    expect(migrationPeer('10.231.4.2:8470', fp)).toEqual({
+      host: '10.231.4.2',
+      port: 8470,
+      fingerprint: pinned,
+    });
+    expect(() => migrationPeer('10.231.4.2:8470', undefined)).toThrow(
+      /another host \(10\.231\.4\.2:8470\) needs its certificate's fingerprint: run "phyllome host tls-fingerprint" there/,
+    );
+    expect(() => migrationPeer('127.0.0.1:8470', fp)).toThrow(
+      /loopback, served over plain HTTP .* leave out the fingerprint/,
+    );
+    expect(() => migrationPeer('10.231.4.2:8470', 'abc')).toThrow(/fingerprint: 64 hex digits/);
   });
 
   it('writes the PSK as GnuTLS reads it, and counts progress in two halves', () => {

@@ -75,3 +75,39 @@ describe('what a loopback TCP request must carry', () => {
     expect(check('POST', { authorization: 'Bearer tok', origin: 'http://evil.example' })).toBe(403);
   });
 });
+
+describe('what a request to a listener beyond loopback (HTTPS) must carry', () => {
+  const sessions = new UiSessions();
+  const session = sessions.redeem(sessions.issueCode().code)!.session;
+  const cookie = `phyllome-session-8470=${session}`;
+  const check = (host: string, headers: TcpRequest['headers'], method = 'GET') =>
+    tcpRefusal(
+      { method, headers: { host: listenerHost(host), ...headers }, public: false },
+      { host, port: 8470, tls: true },
+      'tok',
+      sessions,
+    )?.status;
+  const listenerHost = (host: string) => (host.includes(':') ? `[${host}]:8470` : `${host}:8470`);
+
+  it('wants its own address as Host, no loopback name', () => {
+    expect(check('10.0.0.5', { authorization: 'Bearer tok' })).toBeUndefined();
+    expect(check('fd00::5', { authorization: 'Bearer tok' })).toBeUndefined();
+    for (const host of [
+      '127.0.0.1:8470',
+      'localhost:8470',
+      '10.0.0.6:8470',
+      '10.0.0.5:8471',
+      'evil.example:8470',
+    ]) {
+      expect(check('10.0.0.5', { authorization: 'Bearer tok', host }), host).toBe(403);
+    }
+  });
+
+  it('wants its https:// Origin, never http://', () => {
+    expect(check('10.0.0.5', { cookie, origin: 'https://10.0.0.5:8470' }, 'POST')).toBeUndefined();
+    expect(check('fd00::5', { cookie, origin: 'https://[fd00::5]:8470' }, 'POST')).toBeUndefined();
+    expect(check('10.0.0.5', { cookie, origin: 'http://10.0.0.5:8470' }, 'POST')).toBe(403);
+    expect(check('10.0.0.5', { cookie, origin: 'https://127.0.0.1:8470' }, 'POST')).toBe(403);
+    expect(check('10.0.0.5', { cookie }, 'POST')).toBe(403);
+  });
+});
