@@ -60,7 +60,7 @@ export function registerUi(
     async () => {
       if (!listener) {
         throw new UserError(
-          `phyllomed serves the web UI on loopback TCP only, and does not listen there: run it as "phyllome daemon --listen" (127.0.0.1:${DEFAULT_UI_PORT})`,
+          `phyllomed serves the web UI on its TCP listener only, and has none: run it as "phyllome daemon --listen" (127.0.0.1:${DEFAULT_UI_PORT})`,
           409,
           'not-listening',
         );
