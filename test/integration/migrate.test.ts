@@ -423,7 +423,7 @@ describe.skipIf(!isRoot)('live migration to another host', () => {
     await destroyHome(far);
   });
 
-  it('serves HTTPS only, with the fingerprint it prints, and wants its own address as Host', async () => {
+  it('serves HTTPS only, with the fingerprint it prints, wants its own address as Host, and serves the streams there under TLS', async () => {
     const printed = await ok(far, ['host', 'tls-fingerprint']);
     const fingerprint = printed.trim();
     expect(fingerprint).toMatch(/^([0-9A-F]{2}:){31}[0-9A-F]{2}$/);
@@ -453,6 +453,30 @@ describe.skipIf(!isRoot)('live migration to another host', () => {
         .on('error', reject),
     );
     expect(status).toBe(403);
+
+    // The streams listen on the address the call came in on, and still speak only TLS (PSK).
+    await createGuest(src, 'lure', ['--nic', 'none']);
+    const { spec } = await json<Vm>(src, ['status', 'lure']);
+    const incoming = { spec, sizes: {}, psk: 'ab'.repeat(32) };
+    const { migration } = await callDaemon<{ migration: { host: string; port: number } }>(
+      peer,
+      'POST',
+      '/v1/migrations/incoming',
+      incoming,
+    );
+    expect(migration.host).toBe(lan.address);
+    const stranger = net.connect(migration.port, migration.host);
+    stranger.on('error', () => undefined);
+    stranger.write(Buffer.from('QEVM\0\0\0\x03'));
+    await new Promise((r) => stranger.once('close', r));
+    await waitFor(
+      'QEMU to refuse the plain stream',
+      async () =>
+        (await readFile(path.join(far.home, 'vms/lure/qemu.log'), 'utf8')).includes('TLS handshake failed') ||
+        undefined,
+    );
+    await callDaemon(peer, 'DELETE', '/v1/migrations/incoming/lure');
+    expect(await json<Vm[]>(far, ['list'])).toEqual([]);
   });
 
   it('moves a running guest there with the right fingerprint only: the counter goes on', async () => {
