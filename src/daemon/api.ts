@@ -676,7 +676,12 @@ export async function buildApi(deps: ApiDeps) {
       const { passphrase, file } = request.body ?? {};
       const opts = passphrase === undefined ? {} : { passphrase };
       if (file === undefined) {
-        return reply.type(BUNDLE_TYPE).send(await manager.exportVm(request.params.name, opts));
+        const stream = await manager.exportVm(request.params.name, opts);
+        // A browser saves it as a file (the web UI posts a form, so the download streams to disk).
+        return reply
+          .type(BUNDLE_TYPE)
+          .header('content-disposition', `attachment; filename="${request.params.name}.phyllome"`)
+          .send(stream);
       }
       // Writing a file on the daemon's host is for local clients (the CLI), not for remote ones.
       if (request.raw.socket.remoteAddress !== undefined) {
@@ -692,6 +697,14 @@ export async function buildApi(deps: ApiDeps) {
     },
   );
 
+  // The web UI's export is a plain form post, so that the browser streams the bundle to a file.
+  // Empty fields count as not given (an unencrypted VM's empty passphrase field).
+  app.addContentTypeParser(
+    'application/x-www-form-urlencoded',
+    { parseAs: 'string', bodyLimit: 1 << 16 },
+    (_request, body, done) =>
+      done(null, Object.fromEntries([...new URLSearchParams(body as string)].filter(([, v]) => v !== ''))),
+  );
   // A bundle is streamed to disk as it arrives, never held in memory.
   app.addContentTypeParser(BUNDLE_TYPE, (_request, payload, done) => done(null, payload));
   api.post(

@@ -357,3 +357,35 @@ test("a stopped VM's page takes a snapshot and a new disk; the wizard uploads an
   await page.getByRole('button', { name: 'Eject drive 0' }).click();
   await expect(media.getByRole('row', { name: /^0 media empty/ })).toBeVisible();
 });
+
+test("a VM's page clones it, and exports it as a bundle the browser saves", async ({ page }) => {
+  await createGuest('copies');
+  const { url } = JSON.parse(await phyllome(['ui', '--json'])) as { url: string };
+  await page.goto(url);
+  await page.getByRole('link', { name: 'copies', exact: true }).click();
+  await page.getByRole('tab', { name: 'Clone & export' }).click();
+
+  await page.getByLabel('Name of the clone').fill('copies2');
+  await page.getByRole('button', { name: 'Clone', exact: true }).click();
+  await expect(page.getByRole('heading', { name: 'Cloned to copies2' })).toBeVisible({ timeout: 30_000 });
+  // A name that is taken: refused in the daemon's words.
+  await page.getByLabel('Name of the clone').fill('copies2');
+  await page.getByRole('button', { name: 'Clone', exact: true }).click();
+  await expect(page.getByRole('heading', { name: /copies2.*(exists|taken)/ })).toBeVisible();
+
+  // A passphrase, when given, must be long enough; an unencrypted VM needs none.
+  const download = page.getByRole('button', { name: 'Download copies.phyllome' });
+  await page.getByLabel('Bundle passphrase').fill('short');
+  await expect(download).toBeDisabled();
+  await page.getByLabel('Bundle passphrase').fill('');
+  const saved = page.waitForEvent('download');
+  await download.click();
+  const file = path.join(dir, 'copies.phyllome');
+  await (await saved).saveAs(file);
+  expect((await saved).suggestedFilename()).toBe('copies.phyllome');
+  const members = await new Promise<string>((resolve, reject) =>
+    execFile('sh', ['-c', `zstd -dc "${file}" | tar -t`], (err, out) => (err ? reject(err) : resolve(out))),
+  );
+  expect(members.split('\n')[0]).toBe('vm.json');
+  expect(members.trim().split('\n').at(-1)).toBe('manifest.json');
+});

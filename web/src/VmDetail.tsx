@@ -13,6 +13,7 @@ import {
   Title,
 } from '@patternfly/react-core';
 import { lazy, Suspense, useState } from 'react';
+import { Copies } from './Copies.js';
 import { Disks } from './Disks.js';
 import { Media } from './Media.js';
 import { OpProgressBar } from './OpProgress.js';
@@ -29,7 +30,7 @@ import { useVms } from './vms.js';
 const SerialConsole = lazy(() => import('./SerialConsole.js'));
 const Screen = lazy(() => import('./Screen.js'));
 
-type Pane = 'console' | 'snapshots' | 'disks' | 'media' | 'settings';
+type Pane = 'console' | 'snapshots' | 'disks' | 'media' | 'settings' | 'copies';
 
 export function VmDetail({ name }: { name: string }) {
   const v = useVms();
@@ -117,6 +118,9 @@ export function VmDetail({ name }: { name: string }) {
               </Tab>
               <Tab eventKey="settings" title={<TabTitleText>Settings</TabTitleText>}>
                 <Settings vm={vm} changed={v.reload} />
+              </Tab>
+              <Tab eventKey="copies" title={<TabTitleText>Clone &amp; export</TabTitleText>}>
+                <Copies vm={vm} />
               </Tab>
             </Tabs>
           </>

@@ -11,6 +11,8 @@ export interface Vm {
     firmware: { type: string; secureBoot?: boolean };
     graphics: { device: string };
     nics: { model: string; net: { type: string; hostLoopback?: boolean } }[];
+    disks?: { encrypted?: boolean }[];
+    tpmEncrypted?: boolean;
   };
 }
 
