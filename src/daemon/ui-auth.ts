@@ -14,6 +14,17 @@ export const SESSION_TTL_MS = 24 * 3600_000;
  */
 export const sessionCookie = (port: number) => `phyllome-session-${port}`;
 
+/**
+ * Pure: the Set-Cookie value of a session (an empty value and no age end it): script-proof,
+ * same-site only, and on an HTTPS listener never sent over plain HTTP.
+ */
+export const sessionCookieHeader = (
+  listener: { port: number; tls?: boolean },
+  value: string,
+  maxAgeSeconds: number,
+): string =>
+  `${sessionCookie(listener.port)}=${value}; Path=/; HttpOnly; SameSite=Strict${listener.tls ? '; Secure' : ''}; Max-Age=${maxAgeSeconds}`;
+
 const digest = (secret: string) => createHash('sha256').update(secret).digest();
 const newSecret = () => randomBytes(32).toString('base64url');
 

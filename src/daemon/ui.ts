@@ -10,6 +10,7 @@ import {
   cookieValue,
   DEFAULT_UI_PORT,
   sessionCookie,
+  sessionCookieHeader,
   SESSION_TTL_MS,
   type TcpListener,
   type UiSessions,
@@ -98,10 +99,7 @@ export function registerUi(
           },
         });
       }
-      reply.header(
-        'set-cookie',
-        `${sessionCookie(listener.port)}=${got.session}; Path=/; HttpOnly; SameSite=Strict; Max-Age=${SESSION_TTL_MS / 1000}`,
-      );
+      reply.header('set-cookie', sessionCookieHeader(listener, got.session, SESSION_TTL_MS / 1000));
       return { expiresAt: new Date(got.expiresAt).toISOString() };
     },
   );
@@ -111,7 +109,7 @@ export function registerUi(
       const name = sessionCookie(listener.port);
       const session = cookieValue(request.headers.cookie, name);
       if (session) sessions.end(session);
-      reply.header('set-cookie', `${name}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0`);
+      reply.header('set-cookie', sessionCookieHeader(listener, '', 0));
     }
     return reply.code(204).send(null);
   });

@@ -3,6 +3,7 @@ import {
   CODE_TTL_MS,
   cookieValue,
   SESSION_TTL_MS,
+  sessionCookieHeader,
   tcpRefusal,
   UiSessions,
   type TcpRequest,
@@ -25,6 +26,16 @@ describe('browser login codes and sessions', () => {
     now += SESSION_TTL_MS;
     expect(s.valid(got!.session)).toBe(false);
     expect(s.valid(undefined)).toBe(false);
+  });
+
+  it('sets the session cookie script-proof and same-site, and Secure on an HTTPS listener', () => {
+    expect(sessionCookieHeader(listener, 'abc', 60)).toBe(
+      'phyllome-session-8470=abc; Path=/; HttpOnly; SameSite=Strict; Max-Age=60',
+    );
+    expect(sessionCookieHeader({ port: 8470, tls: true }, 'abc', 60)).toBe(
+      'phyllome-session-8470=abc; Path=/; HttpOnly; SameSite=Strict; Secure; Max-Age=60',
+    );
+    expect(sessionCookieHeader(listener, '', 0)).toMatch(/^phyllome-session-8470=; .*Max-Age=0$/);
   });
 
   it('reads one cookie among several', () => {
