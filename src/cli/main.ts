@@ -644,12 +644,8 @@ program
   .addOption(passphraseOption)
   .addOption(jsonOption)
   .action(async (name: string, o: { output: string; passphraseFile?: string; json?: boolean }) => {
-    const { stat } = await import('node:fs/promises');
     const { withProgress } = await import('./progress.js');
     const file = o.output === '<name>.phyllome' ? `${name}.phyllome` : o.output;
-    if (file !== '-' && (await stat(file).catch(() => undefined))) {
-      throw new Error(`${file} already exists: choose another --output, or remove it first`);
-    }
     const passphrase = o.passphraseFile ? await readPassphrase(o.passphraseFile) : undefined;
     const pass = passphrase === undefined ? {} : { passphrase };
     const events = await client.wsUrl('/v1/events');

@@ -1048,21 +1048,22 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     opts: { passphrase?: string; signal?: AbortSignal } = {},
   ): Promise<number> {
     if (!path.isAbsolute(file)) throw new UserError(`the bundle path must be absolute: ${file}`);
+    // The file is claimed first, so a name that is taken is refused before any work (a live copy).
+    const out = await fileSink(file).catch((e: unknown) => {
+      throw e instanceof BundleError
+        ? new UserError(`${e.message}: choose another --output, or remove it first`)
+        : e;
+    });
     let bytes = 0;
-    await this.exportWith(name, opts, async (write) => {
-      const out = await fileSink(file).catch((e: unknown) => {
-        throw e instanceof BundleError
-          ? new UserError(`${e.message}: choose another --output, or remove it first`)
-          : e;
-      });
-      try {
+    try {
+      await this.exportWith(name, opts, async (write) => {
         await write(out.sink, opts.signal);
         bytes = await out.end();
-      } catch (e) {
-        await out.fail();
-        throw e;
-      }
-    });
+      });
+    } catch (e) {
+      await out.fail();
+      throw e;
+    }
     return bytes;
   }
 
