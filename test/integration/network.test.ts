@@ -92,11 +92,12 @@ describe.skipIf(!isRoot)('networking (in a network namespace of the test)', () =
     expect(change.applied).toBe('next-start');
     await ok(h, ['restart', 'web', '--timeout', '5']);
     await leasedAddress(h, 'web');
+    // Wait for the whole status line (its CR): the serial line can deliver it in pieces.
     const open = await inGuest(
       h,
       'web',
       httpFromGuest('10.99.0.1', API_PORT, '/v1/vms'),
-      /HTTP\/1\.1 \d+|NC-\d/,
+      /HTTP\/1\.1 \d+ [A-Za-z ]+\r|NC-\d/,
     );
     expect(open).toContain('HTTP/1.1 401 Unauthorized');
 
