@@ -4,6 +4,7 @@ import { KEY_SECRET } from '../qemu/cmdline.js';
 import type { QmpClient } from '../qemu/qmp.js';
 import { diskId, type VmSpec } from '../spec/schema.js';
 import { createQcow2, imageInfo } from '../storage/qemu-img.js';
+import { whilePaused } from './brief-pause.js';
 import { unlessMissing } from './files.js';
 
 interface Job {
@@ -57,12 +58,14 @@ export function liveParts(spec: VmSpec, nvram: string, key: string | undefined):
  * pause only while one QMP transaction starts a full backup job per image and the TPM state is
  * copied; QEMU then copies in the background (copy-before-write), so the images and the TPM agree
  * with each other as of that instant while the guest runs on. Returns member name → copy.
+ * `heldMarker` is whilePaused's marker.
  */
 export async function liveCopy(
   qmp: QmpClient,
   parts: LivePart[],
   tpmDir: string | undefined,
   into: string,
+  heldMarker: string,
 ): Promise<Map<string, string>> {
   const copies = new Map<string, string>();
   const added: string[] = [];
@@ -83,9 +86,7 @@ export async function liveCopy(
       added.push(`${p.node}-export`);
       copies.set(p.member, file);
     }
-    const { running } = await qmp.execute<{ running: boolean }>('query-status');
-    if (running) await qmp.execute('stop');
-    try {
+    await whilePaused(qmp, heldMarker, async () => {
       // Jobs stay listed once concluded (auto-dismiss off), so their errors can be read.
       await qmp.execute('transaction', {
         actions: parts.map((p, i) => ({
@@ -101,9 +102,7 @@ export async function liveCopy(
       });
       started = true;
       if (tpmDir) await cp(tpmDir, path.join(into, 'tpm'), { recursive: true }).catch(unlessMissing);
-    } finally {
-      if (running) await qmp.execute('cont');
-    }
+    });
     for (;;) {
       const listed = (await qmp.execute<Job[]>('query-jobs')).filter((j) => jobs.includes(j.id));
       const failed = listed.find((j) => j.error);

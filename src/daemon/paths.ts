@@ -60,6 +60,8 @@ export function runtimeFiles(
   passtSocket: (nic: number) => string;
   passtPidfile: (nic: number) => string;
   passtLog: (nic: number) => string;
+  /** Present while the daemon holds the guest paused for a moment (whilePaused). */
+  held: string;
 } {
   const dir = runtimeDir(layout, name);
   return {
@@ -73,6 +75,7 @@ export function runtimeFiles(
     qga: path.join(dir, 'qga.sock'),
     swtpmPidfile: path.join(dir, 'swtpm.pid'),
     swtpmKey: path.join(dir, 'swtpm.key'),
+    held: path.join(dir, 'held'),
     passtSocket: (nic) => path.join(dir, `passt-${nic}.sock`),
     passtPidfile: (nic) => path.join(dir, `passt-${nic}.pid`),
     passtLog: (nic) => path.join(vmDir(layout, name), `passt-${nic}.log`),

@@ -1,6 +1,7 @@
 import { cp, readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { QmpClient } from '../qemu/qmp.js';
+import { whilePaused } from './brief-pause.js';
 import { NVRAM_NODE } from '../qemu/cmdline.js';
 import { diskId, type VmSpec } from '../spec/schema.js';
 import { imageInfo, snapshotImage, type Image } from '../storage/qemu-img.js';
@@ -62,6 +63,8 @@ export interface SnapshotTarget {
   key?: string;
   /** Set while QEMU runs: snapshots then go through QMP (the images are open in QEMU). */
   qmp?: QmpClient;
+  /** Where whilePaused marks the guest as paused by a snapshot. */
+  heldMarker: string;
 }
 
 const file = (dir: string) => path.join(dir, 'snapshots.json');
@@ -125,16 +128,12 @@ export async function createSnapshot(t: SnapshotTarget, name: string): Promise<S
   try {
     if (t.qmp) {
       const qmp = t.qmp;
-      const { running } = await qmp.execute<{ running: boolean }>('query-status');
-      if (running) await qmp.execute('stop');
-      try {
+      await whilePaused(qmp, t.heldMarker, async () => {
         await copyTpm(t, name);
         for (const p of parts) {
           await qmp.execute('blockdev-snapshot-internal-sync', { device: p.node, name });
         }
-      } finally {
-        if (running) await qmp.execute('cont');
-      }
+      });
     } else {
       await copyTpm(t, name);
       for (const p of parts) await snapshotImage(p.image, '-c', name);

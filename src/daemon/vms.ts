@@ -51,6 +51,7 @@ import { checkSocketPath, runtimeFiles, stateFiles, vmDir, vmsDir, type Layout }
 import { BundleError, fileSink, streamSink } from '../bundle/archive.js';
 import { exportBundle, importHost, readImport, type WriteBundle } from './bundles.js';
 import { liveCopy, liveParts } from './live-copy.js';
+import { resumeHeld } from './brief-pause.js';
 import { unbundledPaths } from '../bundle/layout.js';
 import { replan, type Change } from '../bundle/replan.js';
 import { FirmwareError } from '../host/firmware.js';
@@ -338,7 +339,14 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
           this.log.warn({ vm: vm.spec.name, err: e.message }, 'serial console unavailable');
           return undefined;
         });
-        const status = await qmp.execute<{ status: string; running: boolean }>('query-status');
+        let status = await qmp.execute<{ status: string; running: boolean }>('query-status');
+        if (await resumeHeld(qmp, files.held, status.status === 'paused')) {
+          this.log.warn(
+            { vm: vm.spec.name },
+            'resumed a VM the previous daemon had paused for a snapshot or copy',
+          );
+          status = await qmp.execute<{ status: string; running: boolean }>('query-status');
+        }
         this.setState(vm, status.running ? 'running' : status.status === 'shutdown' ? 'stopping' : 'paused');
         this.log.info({ vm: vm.spec.name, pid }, 're-adopted running VM');
         return;
@@ -1096,6 +1104,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
                   liveParts(vm.spec, stateFiles(this.layout, name).nvram, keys.disk),
                   vm.spec.tpm ? stateFiles(this.layout, name).tpmState : undefined,
                   temp,
+                  runtimeFiles(this.layout, name).held,
                 ),
               }
             : undefined;
@@ -1535,6 +1544,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
       dir: vmDir(this.layout, vm.spec.name),
       nvram: state.nvram,
       tpmState: state.tpmState,
+      heldMarker: runtimeFiles(this.layout, vm.spec.name).held,
       ...(key ? { key } : {}),
       ...(live ? { qmp: vm.qmp! } : {}),
     };

@@ -1,7 +1,8 @@
 import { spawn } from 'node:child_process';
-import { access, mkdir } from 'node:fs/promises';
+import { access, mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { QmpClient } from '../../src/qemu/qmp.js';
 import {
   alive,
   createGuest,
@@ -46,12 +47,19 @@ describe('the daemon can die without taking VMs with it', () => {
     // 'three' dies while no daemon watches it.
     process.kill(pids.three!, 'SIGKILL');
     await waitFor('three to die', () => !alive(pids.three!) || undefined, 5000);
+    // The daemon died while it held 'one' paused for a snapshot (whilePaused): its marker and stopped vCPUs.
+    const qmp = await QmpClient.connect(path.join(h.run, 'vms/one/qmp.sock'), { connectTimeoutMs: 5000 });
+    await writeFile(path.join(h.run, 'vms/one/held'), '');
+    await qmp.execute('stop');
+    qmp.close();
 
     // Any CLI call starts a new daemon, which re-adopts.
     const after = await json<Vm[]>(h, ['list']);
     const newDaemon = await daemonPid(h);
     expect(newDaemon).not.toBe(oldDaemon);
+    // 'one' is resumed, as the marker asks; 'two', paused by its user, stays paused.
     expect(after.find((v) => v.name === 'one')).toMatchObject({ state: 'running', pid: pids.one });
+    await expect(access(path.join(h.run, 'vms/one/held'))).rejects.toThrow();
     expect(after.find((v) => v.name === 'two')).toMatchObject({ state: 'paused', pid: pids.two });
     expect(after.find((v) => v.name === 'three')).toMatchObject({
       state: 'stopped',
