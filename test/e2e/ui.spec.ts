@@ -356,6 +356,25 @@ test("a stopped VM's page takes a snapshot and a new disk; the wizard uploads an
   await expect(media.getByRole('row', { name: /^0 media \/.*\/isos\/debian-11\.5\.iso/ })).toBeVisible();
   await page.getByRole('button', { name: 'Eject drive 0' }).click();
   await expect(media.getByRole('row', { name: /^0 media empty/ })).toBeVisible();
+
+  // The wizard deletes the ISO picked, once confirmed; then no list offers it.
+  await page.goto(`http://127.0.0.1:${port}/create`);
+  const picker = page.getByLabel('Installer ISO');
+  await picker.selectOption(
+    (await picker.locator('option', { hasText: 'debian-11.5.iso' }).getAttribute('value'))!,
+  );
+  await page.getByRole('button', { name: 'Delete ISO debian-11.5.iso' }).click();
+  await page.getByRole('dialog').getByRole('button', { name: 'Delete', exact: true }).click();
+  await expect(picker.getByRole('option', { name: /debian-11\.5\.iso/ })).toHaveCount(0);
+  await expect(picker).toHaveValue('');
+  // A refusal (here: deleted meanwhile elsewhere) shows in the daemon's words.
+  await page.getByLabel('Upload an ISO').setInputFiles(iso);
+  await expect(page.getByText(/Identified as .* \(debian11\)/)).toBeVisible({ timeout: 30_000 });
+  await page.evaluate(() => fetch('/v1/isos/debian-11.5.iso', { method: 'DELETE' }));
+  await page.getByRole('button', { name: 'Delete ISO debian-11.5.iso' }).click();
+  await page.getByRole('dialog').getByRole('button', { name: 'Delete', exact: true }).click();
+  await expect(page.getByRole('heading', { name: /no ISO named "debian-11\.5\.iso"/ })).toBeVisible();
+  await page.screenshot({ path: info.outputPath('iso-delete-refused.png') });
 });
 
 test("a VM's page clones it, and exports it as a bundle the browser saves", async ({ page }) => {

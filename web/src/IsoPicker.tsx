@@ -1,4 +1,7 @@
 import {
+  Button,
+  Flex,
+  FlexItem,
   FormGroup,
   FormSelect,
   FormSelectOption,
@@ -7,12 +10,13 @@ import {
   Progress,
 } from '@patternfly/react-core';
 import { useState } from 'react';
+import { Confirm } from './Confirm.js';
 import { uploadIso, type IsoFile } from './isos.js';
 import { formatBytes, Problem, useResource } from './resource.js';
 
 /**
  * The wizard's installer: none, an ISO uploaded before, or one uploaded now (with its progress).
- * Picking one hands it up with the OS the daemon identified on it.
+ * Picking one hands it up with the OS the daemon identified on it. The one picked can be deleted.
  */
 export function IsoPicker({
   value,
@@ -24,6 +28,7 @@ export function IsoPicker({
   const isos = useResource<{ isos: IsoFile[] }>('/v1/isos');
   const [percent, setPercent] = useState<number | undefined>();
   const [error, setError] = useState<string | undefined>();
+  const [deleting, setDeleting] = useState<IsoFile | undefined>();
   const chosen = isos.data?.isos.find((i) => i.path === value);
   const upload = async (file: File) => {
     setError(undefined);
@@ -38,25 +43,52 @@ export function IsoPicker({
       setPercent(undefined);
     }
   };
+  const remove = async (iso: IsoFile) => {
+    setDeleting(undefined);
+    setError(undefined);
+    // A refusal stays chosen, with the daemon's words above it.
+    if (await isos.change('DELETE', `/v1/isos/${encodeURIComponent(iso.name)}`)) onChange(undefined);
+  };
   return (
     <>
-      <Problem error={error ?? isos.error} />
+      <Problem
+        error={error ?? isos.error}
+        clear={() => {
+          setError(undefined);
+          isos.clearError();
+        }}
+      />
       <FormGroup label="Installer ISO" fieldId="vm-iso">
-        <FormSelect
-          id="vm-iso"
-          value={value}
-          isDisabled={percent !== undefined}
-          onChange={(_e, v) => onChange(isos.data?.isos.find((i) => i.path === v))}
-        >
-          <FormSelectOption value="" label="None: name the OS below" />
-          {isos.data?.isos.map((i) => (
-            <FormSelectOption
-              key={i.name}
-              value={i.path}
-              label={`${i.name}, ${formatBytes(i.size)}${i.os ? `: ${i.os.name}` : ''}`}
-            />
-          ))}
-        </FormSelect>
+        <Flex spaceItems={{ default: 'spaceItemsSm' }} flexWrap={{ default: 'nowrap' }}>
+          <FlexItem grow={{ default: 'grow' }}>
+            <FormSelect
+              id="vm-iso"
+              value={value}
+              isDisabled={percent !== undefined || isos.busy}
+              onChange={(_e, v) => onChange(isos.data?.isos.find((i) => i.path === v))}
+            >
+              <FormSelectOption value="" label="None: name the OS below" />
+              {isos.data?.isos.map((i) => (
+                <FormSelectOption
+                  key={i.name}
+                  value={i.path}
+                  label={`${i.name}, ${formatBytes(i.size)}${i.os ? `: ${i.os.name}` : ''}`}
+                />
+              ))}
+            </FormSelect>
+          </FlexItem>
+          {chosen && (
+            <Button
+              variant="secondary"
+              isDanger
+              isDisabled={percent !== undefined || isos.busy}
+              aria-label={`Delete ISO ${chosen.name}`}
+              onClick={() => setDeleting(chosen)}
+            >
+              Delete ISO
+            </Button>
+          )}
+        </Flex>
         {chosen && (
           <HelperText>
             <HelperTextItem variant={chosen.os ? 'success' : 'warning'}>
@@ -81,6 +113,16 @@ export function IsoPicker({
           <Progress value={percent} title="Uploading" aria-label="ISO upload" size="sm" />
         )}
       </FormGroup>
+      {deleting && (
+        <Confirm
+          title={`Delete ISO ${deleting.name}?`}
+          action="Delete"
+          onConfirm={() => void remove(deleting)}
+          onCancel={() => setDeleting(undefined)}
+        >
+          {`${deleting.name} (${formatBytes(deleting.size)}) is removed from phyllomed's ISO folder for good: upload it again to install from it.`}
+        </Confirm>
+      )}
     </>
   );
 }
