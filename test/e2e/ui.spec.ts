@@ -171,7 +171,7 @@ test('log in with the phyllome ui URL, then start, pause, resume, use the consol
 test("a VM's page shows its screen through the daemon's VNC bridge; the host page", async ({
   page,
 }, info) => {
-  await createGuest('screen', ['--graphics', 'vga']);
+  await createGuest('screen', ['--graphics', 'vga', '--net', 'user', '--net', 'user']);
   await phyllome(['start', 'screen']);
   try {
     const { url } = JSON.parse(await phyllome(['ui', '--json'])) as { url: string };
@@ -185,6 +185,11 @@ test("a VM's page shows its screen through the daemon's VNC bridge; the host pag
     const cpu = page.getByRole('figure', { name: /^CPU/ });
     await expect(cpu.locator('canvas')).toBeVisible();
     await expect(cpu).toContainText(/\d\.\d % of one host core/, { timeout: 10_000 });
+    // Two NICs: a graph per direction with a line per NIC, each named as the spec has it.
+    const received = page.getByRole('figure', { name: /^Network received/ });
+    await expect(received.locator('canvas')).toBeVisible();
+    await expect(received).toContainText('NIC 0 (user): not counted; NIC 1 (user): not counted');
+    await expect(page.getByRole('figure', { name: /^Network sent/ }).locator('canvas')).toBeVisible();
 
     // Full screen, on the console's container (the page's own code runs as strings: no DOM types here).
     await page.getByRole('button', { name: 'Show the screen of screen full screen' }).click();

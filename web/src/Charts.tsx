@@ -1,18 +1,21 @@
 import 'uplot/dist/uPlot.min.css';
 import { Flex } from '@patternfly/react-core';
-import { useEffect, useRef, useState } from 'react';
+import { useEffect, useId, useRef, useState } from 'react';
 import uPlot from 'uplot';
 import { wsUrl } from './api.js';
 import { formatValue, graphs, keepWindow, WINDOW_MS, type Graph, type StatsSample } from './stats.js';
 
 const WIDTH = 260;
 const HEIGHT = 110;
-const COLORS = ['#0066cc', '#c9190b'];
+// A line per series: received and sent, or a NIC each (PatternFly's chart palette).
+const COLORS = ['#0066cc', '#c9190b', '#3e8635', '#f0ab00', '#8476d1', '#009596'];
 
 /** One graph: the canvas is decoration for sighted users; the text beside it carries the value. */
 function Chart({ graph, times }: { graph: Graph; times: number[] }) {
   const host = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot>(null);
+  // Titles hold spaces ("Network sent"): no use as an id.
+  const captionId = useId();
   const data: uPlot.AlignedData = [times, ...graph.series.map((s) => s.values)];
   useEffect(() => {
     const value = (_u: uPlot, v: number | null) => formatValue(graph.unit, v);
@@ -31,7 +34,10 @@ function Chart({ graph, times }: { graph: Graph; times: number[] }) {
           { values: (_u, ticks) => ticks.map((t) => new Date(t * 1000).toLocaleTimeString()) },
           { size: 80, values: (u, ticks) => ticks.map((t) => value(u, t)) },
         ],
-        series: [{}, ...graph.series.map((s, i) => ({ label: s.label, stroke: COLORS[i], width: 1.5 }))],
+        series: [
+          {},
+          ...graph.series.map((s, i) => ({ label: s.label, stroke: COLORS[i % COLORS.length], width: 1.5 })),
+        ],
       },
       data,
       host.current!,
@@ -41,8 +47,8 @@ function Chart({ graph, times }: { graph: Graph; times: number[] }) {
   }, [graph.title]);
   useEffect(() => plot.current?.setData(data));
   return (
-    <figure aria-labelledby={`graph-${graph.title}`} style={{ width: WIDTH }}>
-      <figcaption id={`graph-${graph.title}`}>
+    <figure aria-labelledby={captionId} style={{ width: WIDTH }}>
+      <figcaption id={captionId}>
         <strong>{graph.title}</strong>: <span>{graph.now}</span>
       </figcaption>
       <div ref={host} aria-hidden="true" />
@@ -51,7 +57,7 @@ function Chart({ graph, times }: { graph: Graph; times: number[] }) {
 }
 
 /** The graphs of a running VM, from the daemon's stats WebSocket (one sample a second). */
-export default function Charts({ name }: { name: string }) {
+export default function Charts({ name, nics }: { name: string; nics: string[] }) {
   const [history, setHistory] = useState<StatsSample[]>([]);
   const [closed, setClosed] = useState<string>();
   useEffect(() => {
@@ -64,7 +70,7 @@ export default function Charts({ name }: { name: string }) {
       ws.close();
     };
   }, [name]);
-  const { times, graphs: list } = graphs(history);
+  const { times, graphs: list } = graphs(history, nics);
   return (
     <>
       {closed && <p>No more statistics: {closed}</p>}

@@ -20,6 +20,7 @@ import { OpProgressBar } from './OpProgress.js';
 import { Settings } from './Settings.js';
 import { Snapshots } from './Snapshots.js';
 import { Graphs } from './Graphs.js';
+import { nicLabel } from './stats.js';
 import { LoginProblem } from './LoginProblem.js';
 import { link } from './nav.js';
 import { VmActions, VmState } from './VmActions.js';
@@ -71,7 +72,7 @@ export function VmDetail({ name }: { name: string }) {
                 <DescriptionListDescription>{vm.spec.memory}</DescriptionListDescription>
               </DescriptionListGroup>
             </DescriptionList>
-            <Graphs name={vm.name} live={live} />
+            <Graphs name={vm.name} live={live} nics={vm.spec.nics.map(nicLabel)} />
             <OpProgressBar vm={vm.name} progress={v.progress.get(vm.name)} />
             <Tabs
               className="pf-v6-u-mt-lg"

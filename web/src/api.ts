@@ -10,7 +10,10 @@ export interface Vm {
     machine: string;
     firmware: { type: string; secureBoot?: boolean };
     graphics: { device: string };
-    nics: { model: string; net: { type: string; hostLoopback?: boolean } }[];
+    nics: {
+      model: string;
+      net: { type: string; hostLoopback?: boolean; bridge?: string; network?: string; device?: string };
+    }[];
     disks?: { encrypted?: boolean }[];
     tpmEncrypted?: boolean;
   };
