@@ -843,6 +843,8 @@ export async function buildApi(deps: ApiDeps) {
   );
 
   const migrations = new Migrations(manager, deps.logger);
+  // In the background: asking a destination can take a while, and each VM's lock orders the rest.
+  void migrations.recover();
   api.post(
     '/v1/vms/:name/migrate',
     {

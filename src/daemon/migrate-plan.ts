@@ -146,3 +146,24 @@ export function migrationPercent(phase: 'disks' | 'ram', done: number, total: nu
   const part = total > 0 ? Math.min(done / total, 1) : 1;
   return Math.floor((phase === 'disks' ? 0 : 50) + part * 50);
 }
+
+/** A VM as the destination daemon reports it, or why it could not be asked. */
+export type DestinationAnswer = { uuid: string; state: string } | 'absent' | 'unreachable';
+
+/**
+ * What a source daemon that outlived a crash mid-migration does with the VM left behind: `resume`
+ * it here (the destination was never told to run it), treat it as `gone` (it runs there now), or
+ * `hold` it paused because only the user can tell (the destination cannot be asked, or is starting it).
+ */
+export function outgoingRecovery(
+  handingOver: boolean,
+  uuid: string,
+  there: DestinationAnswer,
+): 'resume' | 'gone' | 'hold' {
+  // Until the source asks, the destination keeps the VM paused, and drops it on its own after a while.
+  if (!handingOver) return 'resume';
+  if (there === 'unreachable') return 'hold';
+  if (there === 'absent' || there.uuid !== uuid) return 'resume';
+  // Still arriving there: it may yet run. Any other state: the VM lives there now.
+  return there.state === 'starting' ? 'hold' : 'gone';
+}

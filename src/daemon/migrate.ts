@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -14,7 +14,9 @@ import {
   migrationPercent,
   migrationProblems,
   mirroredImages,
+  outgoingRecovery,
   pskFile,
+  type DestinationAnswer,
   PSK_USER,
   type Peer,
 } from './migrate-plan.js';
@@ -47,6 +49,8 @@ const ARRIVAL_TIMEOUT_MS = 30_000;
 /** How long a destination whose stream has arrived waits for the source's word before it gives up. */
 const CONFIRM_TIMEOUT_MS = 60_000;
 const POLL_MS = 200;
+/** How long a daemon recovering from a crash waits for the destination's answer. */
+const RECOVERY_TIMEOUT_MS = 10_000;
 
 /** `host:port` as QEMU's URIs take it: an IPv6 host in brackets. */
 const uriOf = (p: Peer) => `tcp:${p.host.includes(':') ? `[${p.host}]` : p.host}:${p.port}`;
@@ -134,6 +138,22 @@ async function migrationEnd(
 async function jobsOf(qmp: QmpClient, ids: string[]): Promise<BlockJob[]> {
   return (await qmp.execute<BlockJob[]>('query-block-jobs')).filter((j) => ids.includes(j.device));
 }
+
+type Destination = Peer & { token: string; fingerprint?: string };
+
+/** What a source keeps (0600, in the VM's runtime folder) while a migration out is under way. */
+interface Outgoing {
+  to: Destination;
+  /** The VM was paused before the migration: undoing it keeps it paused. */
+  paused: boolean;
+  /** The destination has been told to run the VM: from here on only it can say where the VM lives. */
+  handingOver: boolean;
+}
+
+const incomingUrl = (name: string) => `/v1/migrations/incoming/${encodeURIComponent(name)}`;
+const vmThere = (name: string, to: Destination, timeoutMs: number) =>
+  callDaemon<VmInfo>(to, 'GET', `/v1/vms/${encodeURIComponent(name)}`, undefined, timeoutMs);
+const nodesOf = (images: { node: string }[]) => images.map((img) => nbdNode(img.node));
 
 interface Incoming {
   uuid: string;
@@ -288,11 +308,7 @@ export class Migrations {
    * Source: move `name` to the daemon at `to`. `bandwidth` (bytes/s) caps the disk mirrors and the
    * RAM stream each. Progress goes out as events (op `migrate`).
    */
-  send(
-    name: string,
-    to: Peer & { token: string; fingerprint?: string },
-    bandwidth?: number,
-  ): Promise<VmInfo> {
+  send(name: string, to: Destination, bandwidth?: number): Promise<VmInfo> {
     const progress = (percent: number) =>
       this.manager.emit('event', {
         type: 'progress',
@@ -301,7 +317,9 @@ export class Migrations {
         percent,
         at: new Date().toISOString(),
       });
-    return this.manager.migrateOut(name, async ({ spec, qmp, paused }) => {
+    const record = runtimeFiles(this.manager.layout, name).migrationOut;
+    const keep = (o: Outgoing) => writeFile(record, JSON.stringify(o), { mode: 0o600 });
+    return this.manager.migrateOut(name, 'migrate', async ({ spec, qmp, paused }) => {
       const dir = vmDir(this.manager.layout, name);
       const snapshots = (await readSnapshots(dir)).snapshots.length;
       const problems = migrationProblems(spec, dir, snapshots);
@@ -316,7 +334,7 @@ export class Migrations {
       }
       const psk = randomBytes(32).toString('hex');
       const peer: DaemonAddress = to;
-      const url = `/v1/migrations/incoming/${encodeURIComponent(name)}`;
+      const url = incomingUrl(name);
       const dst = await callDaemon<IncomingReply>(
         peer,
         'POST',
@@ -339,6 +357,7 @@ export class Migrations {
           throw new UserError(`the destination ${to.host}:${to.port} answered an unusable address`);
         }
       }
+      await keep({ to, paused, handingOver: false });
       const ids = images.map((img) => img.node);
       const nodes: string[] = [];
       // A failed mirror leaves the job list at once: its error comes only in its event. Until the
@@ -417,6 +436,7 @@ export class Migrations {
           await sleep(POLL_MS / 4);
         }
         if (mirrorError) throw new Error(`a disk mirror failed: ${mirrorError}`);
+        await keep({ to, paused, handingOver: true });
         there = await callDaemon<VmInfo>(
           peer,
           'POST',
@@ -426,21 +446,14 @@ export class Migrations {
         ).catch(async (e: Error) => {
           // A lost answer is no proof of failure: if the VM runs there already, resuming it here
           // would make two. Ask.
-          const vm = await callDaemon<VmInfo>(
-            peer,
-            'GET',
-            `/v1/vms/${encodeURIComponent(name)}`,
-            undefined,
-            PEER_TIMEOUT_MS,
-          ).catch(() => undefined);
+          const vm = await vmThere(name, to, PEER_TIMEOUT_MS).catch(() => undefined);
           if (vm?.uuid === spec.uuid && (vm.state === 'running' || vm.state === 'paused')) return vm;
           throw e;
         });
       } catch (e) {
         await this.undo(qmp, ids.map(nbdNode), paused);
-        await callDaemon(peer, 'DELETE', url, undefined, PEER_TIMEOUT_MS).catch((why: Error) =>
-          this.log.warn({ vm: name, err: why.message }, 'cannot tell the destination to abort'),
-        );
+        await this.abortThere(name, to, PEER_TIMEOUT_MS);
+        await rm(record, { force: true });
         throw new UserError(
           `migration of "${name}" failed: ${(e as Error).message}; it keeps running here`,
           e instanceof UserError ? e.status : 400,
@@ -450,8 +463,72 @@ export class Migrations {
       }
       progress(100);
       this.log.info({ vm: name, to: `${to.host}:${to.port}` }, 'migrated out; removing the source');
-      return there;
+      return { left: true, value: there };
     });
+  }
+
+  /**
+   * At start-up: a source daemon killed mid-migration leaves its VM paused or still mirroring, with
+   * its record. The VM runs on here as before, unless it was handed over and the destination has it.
+   */
+  async recover(): Promise<void> {
+    for (const { name } of await this.manager.list()) {
+      const record = runtimeFiles(this.manager.layout, name).migrationOut;
+      const read = () =>
+        readFile(record, 'utf8').then(
+          (text) => JSON.parse(text) as Outgoing,
+          () => undefined,
+        );
+      if (!(await read())) continue;
+      await this.manager
+        .migrateOut(name, 'migration recovery', async ({ spec, qmp }) => {
+          // Read again under the lock: a migration the user started meanwhile may have settled it.
+          const left = await read();
+          if (!left) return { left: false, value: undefined };
+          const there = left.handingOver ? await this.askThere(name, left.to) : 'unreachable';
+          const action = outgoingRecovery(left.handingOver, spec.uuid, there);
+          const nodes = nodesOf(mirroredImages(spec, stateFiles(this.manager.layout, name).nvram));
+          if (action === 'resume') {
+            await this.undo(qmp, nodes, left.paused);
+            await this.abortThere(name, left.to, RECOVERY_TIMEOUT_MS);
+          }
+          await rm(record, { force: true });
+          const where = `${left.to.host}:${left.to.port}`;
+          if (action === 'hold') {
+            this.log.warn(
+              { vm: name, to: where },
+              'a migration was being handed over when phyllomed stopped, and the destination cannot tell where the VM runs: it stays paused here; resume it only if it does not run there',
+            );
+          } else this.log.warn({ vm: name, to: where, action }, 'finished a migration a crash cut short');
+          return { left: action === 'gone', value: undefined };
+        })
+        .catch(async (e: Error) => {
+          // A VM that has left (a second migration) took its record with it.
+          if (await read())
+            this.log.error({ vm: name, err: e.message }, 'cannot recover a migration a crash cut short');
+        });
+    }
+  }
+
+  /** The destination's view of `name`, waiting a while for one still arriving there. */
+  private async askThere(name: string, to: Destination): Promise<DestinationAnswer> {
+    const deadline = Date.now() + ARRIVAL_TIMEOUT_MS;
+    for (;;) {
+      const there = await vmThere(name, to, RECOVERY_TIMEOUT_MS).then(
+        (vm): DestinationAnswer => ({ uuid: vm.uuid, state: vm.state }),
+        (e: Error): DestinationAnswer =>
+          e instanceof ApiError && e.status === 404 ? 'absent' : 'unreachable',
+      );
+      if (typeof there === 'string' || there.state !== 'starting' || Date.now() > deadline) return there;
+      await sleep(POLL_MS * 5);
+    }
+  }
+
+  /** Tells the destination to drop what it made for `name` (it may be gone already). */
+  private async abortThere(name: string, to: Destination, timeoutMs: number): Promise<void> {
+    await callDaemon(to, 'DELETE', incomingUrl(name), undefined, timeoutMs).catch((why: Error) =>
+      this.log.warn({ vm: name, err: why.message }, 'cannot tell the destination to abort'),
+    );
   }
 
   /** Source: undo a migration in any phase, so the VM runs on here as before. */

@@ -62,6 +62,8 @@ export function runtimeFiles(
   passtLog: (nic: number) => string;
   /** Present while the daemon holds the guest paused for a moment (whilePaused). */
   held: string;
+  /** A source's record of a migration out in progress (migrate.ts): a later daemon finishes or undoes it. */
+  migrationOut: string;
 } {
   const dir = runtimeDir(layout, name);
   return {
@@ -76,6 +78,7 @@ export function runtimeFiles(
     swtpmPidfile: path.join(dir, 'swtpm.pid'),
     swtpmKey: path.join(dir, 'swtpm.key'),
     held: path.join(dir, 'held'),
+    migrationOut: path.join(dir, 'migration-out.json'),
     passtSocket: (nic) => path.join(dir, `passt-${nic}.sock`),
     passtPidfile: (nic) => path.join(dir, `passt-${nic}.pid`),
     passtLog: (nic) => path.join(vmDir(layout, name), `passt-${nic}.log`),

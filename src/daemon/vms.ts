@@ -1240,19 +1240,20 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
   }
 
   /**
-   * Live migration out (migrate.ts): `send` moves the running VM while its lock is held; once it
-   * returns, the VM runs elsewhere and is removed here (QEMU, files, keys). A `send` that throws must
-   * leave it running as it was.
+   * Live migration out (migrate.ts): `send` moves the running VM (or finds where a crash left a move)
+   * while its lock is held; when it says the VM has left, it runs elsewhere and is removed here (QEMU,
+   * files, keys). A `send` that throws must leave it running as it was.
    */
   migrateOut<T>(
     name: string,
-    send: (vm: { spec: VmSpec; qmp: QmpClient; paused: boolean }) => Promise<T>,
+    op: string,
+    send: (vm: { spec: VmSpec; qmp: QmpClient; paused: boolean }) => Promise<{ left: boolean; value: T }>,
   ): Promise<T> {
-    return this.withLock(name, 'migrate', async () => {
+    return this.withLock(name, op, async () => {
       const vm = this.running(name, ['running', 'paused']);
-      const sent = await send({ spec: vm.spec, qmp: vm.qmp!, paused: vm.state === 'paused' });
-      await this.remove(vm, true);
-      return sent;
+      const { left, value } = await send({ spec: vm.spec, qmp: vm.qmp!, paused: vm.state === 'paused' });
+      if (left) await this.remove(vm, true);
+      return value;
     });
   }
 

@@ -333,15 +333,33 @@ describe('live migration between two daemons', () => {
     expect(await inGuest(dst, 'idle', 'echo $((6*7))')).toBe('42');
   });
 
-  it('finishes with a second try when the source daemon dies midway', async () => {
-    const { c, uuid, pid, running } = await slowMigration('phoenix');
+  it('undoes a migration whose source daemon died midway, on both sides, and a second try finishes it', async () => {
+    const { c, uuid, pid, running, dstPid } = await slowMigration('phoenix');
     // The source daemon dies; its QEMU runs on, the guest with it, mirroring into the void.
     process.kill((await daemonPid(src))!, 'SIGKILL');
     expect((await running).code).not.toBe(0);
     expect(alive(pid)).toBe(true);
+
+    // A new daemon adopts the VM and undoes the first try on both sides: it runs on here, unpaused,
+    // and the destination drops what it made.
+    await ok(src, ['list']);
+    await waitFor(
+      'the source to undo the first try',
+      async () =>
+        (await json<Vm>(src, ['status', 'phoenix'])).state === 'running' &&
+        (await json<Vm[]>(dst, ['list'])).length === 0,
+      60_000,
+    );
+    await waitFor('the destination QEMU to go', () => !alive(dstPid) || undefined, 10_000);
+    await expect(access(path.join(src.run, 'vms/phoenix/migration-out.json'))).rejects.toThrow();
+    const undone = ticks(await serialLog(src, 'phoenix')).at(-1)!;
+    await waitFor(
+      'the counter to go on at the source',
+      async () => (ticks(await serialLog(src, 'phoenix')).at(-1) ?? 0) > undone + 1 || undefined,
+    );
     const before = ticks(await serialLog(src, 'phoenix')).at(-1)!;
 
-    // A new daemon adopts the VM; migrating again clears what the first try left on both sides.
+    // Migrating again works as a first try.
     const r = await migrate('phoenix');
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);

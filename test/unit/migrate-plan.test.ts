@@ -5,6 +5,7 @@ import {
   migrationProblems,
   mirroredImages,
   migrationPeer,
+  outgoingRecovery,
   parseApiAddress,
   pskFile,
   PSK_USER,
@@ -147,5 +148,25 @@ describe('migration plan', () => {
     expect(migrationPercent('disks', 100, 100)).toBe(50);
     expect(migrationPercent('ram', 50, 100)).toBe(75);
     expect(migrationPercent('ram', 0, 0)).toBe(100);
+  });
+});
+
+describe('outgoingRecovery', () => {
+  const uuid = '6f1c0c42-8d43-4a7e-9b1e-2d6c5f0a9b11';
+  it('resumes a VM the destination was never told to run, whatever it says', () => {
+    expect(outgoingRecovery(false, uuid, 'unreachable')).toBe('resume');
+    expect(outgoingRecovery(false, uuid, { uuid, state: 'starting' })).toBe('resume');
+  });
+  it('once handed over, lets the destination decide: gone when the VM is there, resumed when not', () => {
+    expect(outgoingRecovery(true, uuid, { uuid, state: 'running' })).toBe('gone');
+    expect(outgoingRecovery(true, uuid, { uuid, state: 'paused' })).toBe('gone');
+    expect(outgoingRecovery(true, uuid, { uuid, state: 'stopped' })).toBe('gone');
+    expect(outgoingRecovery(true, uuid, 'absent')).toBe('resume');
+    // A namesake is another VM.
+    expect(outgoingRecovery(true, uuid, { uuid: 'another', state: 'running' })).toBe('resume');
+  });
+  it('holds it paused when the destination cannot tell yet', () => {
+    expect(outgoingRecovery(true, uuid, 'unreachable')).toBe('hold');
+    expect(outgoingRecovery(true, uuid, { uuid, state: 'starting' })).toBe('hold');
   });
 });
