@@ -11,7 +11,7 @@ import {
 const sample = (at: number, over: Partial<StatsSample> = {}): StatsSample => ({
   at,
   cpu: { percent: 12.34 },
-  memory: { rssBytes: 300 * 2 ** 20, configuredBytes: 256 * 2 ** 20 },
+  memory: { rssBytes: 300 * 2 ** 20, configuredBytes: 256 * 2 ** 20, balloonBytes: null },
   disk: { readBps: 2048, writeBps: null },
   net: { rxBytes: null, rxBps: null, txBps: null },
   nics: [
@@ -88,5 +88,26 @@ describe("the VM page's graphs", () => {
       'Disk',
       'Network',
     ]);
+  });
+
+  it("show the guest's memory beside the resident set where the VM has a balloon", () => {
+    const mib = 2 ** 20;
+    const memory = (balloonBytes: number | null) =>
+      graphs([sample(1000, { memory: { rssBytes: 300 * mib, configuredBytes: 256 * mib, balloonBytes } })])
+        .graphs[1]!;
+    expect(memory(null).series.map((s) => s.label)).toEqual(['Resident']);
+    const full = memory(256 * mib);
+    expect(full.series).toEqual([
+      { label: 'Resident', values: [300 * mib] },
+      { label: 'Guest', values: [256 * mib] },
+    ]);
+    expect(full.now).toBe('300.0 MiB resident, guest has 256.0 MiB');
+    expect(memory(192 * mib).now).toBe('300.0 MiB resident, guest has 192.0 MiB of 256.0 MiB (balloon)');
+    // A query the balloon did not answer is a gap in its line, not the end of it.
+    const gap = graphs([
+      sample(1000, { memory: { rssBytes: mib, configuredBytes: 256 * mib, balloonBytes: 192 * mib } }),
+      sample(2000),
+    ]).graphs[1]!;
+    expect(gap.series[1]).toEqual({ label: 'Guest', values: [192 * mib, null] });
   });
 });

@@ -76,7 +76,8 @@ export default function Charts({ name, nics }: { name: string; nics: string[] })
       {closed && <p>No more statistics: {closed}</p>}
       <Flex spaceItems={{ default: 'spaceItemsLg' }}>
         {list.map((g) => (
-          <Chart key={g.title} graph={g} times={times} />
+          // A chart is made for its series: one that gains a series (a balloon's line) is made anew.
+          <Chart key={`${g.title} ${g.series.length}`} graph={g} times={times} />
         ))}
       </Flex>
     </>

@@ -4,7 +4,8 @@
 export interface StatsSample {
   at: number;
   cpu: { percent: number | null };
-  memory: { rssBytes: number; configuredBytes: number };
+  /** balloonBytes: what the guest has with the balloon's share taken out; null without a balloon. */
+  memory: { rssBytes: number; configuredBytes: number; balloonBytes: number | null };
   disk: { readBps: number | null; writeBps: number | null };
   net: { rxBytes: number | null; rxBps: number | null; txBps: number | null };
   nics: NicStats[];
@@ -73,6 +74,13 @@ export function formatValue(unit: Unit, v: number | null | undefined): string {
   return unit === 'rate' ? `${formatBytes(v)}/s` : formatBytes(v);
 }
 
+/** Resident memory, and what the guest has: less than configured while the balloon holds some back. */
+function memoryNow(m: StatsSample['memory']): string {
+  const guest = m.balloonBytes ?? m.configuredBytes;
+  const held = guest < m.configuredBytes ? ` of ${formatBytes(m.configuredBytes)} (balloon)` : '';
+  return `${formatBytes(m.rssBytes)} resident, guest has ${formatBytes(guest)}${held}`;
+}
+
 /**
  * A VM with several NICs gets a graph per direction with a series per NIC (labelled from `nicLabels`,
  * by index): their totals would hide which network is busy.
@@ -139,10 +147,14 @@ export function graphs(
       {
         title: 'Memory',
         unit: 'bytes',
-        series: [{ label: 'Resident', values: pick((s) => s.memory.rssBytes) }],
-        now: last
-          ? `${formatBytes(last.memory.rssBytes)} resident, guest has ${formatBytes(last.memory.configuredBytes)}`
-          : '–',
+        series: [
+          { label: 'Resident', values: pick((s) => s.memory.rssBytes) },
+          // The guest's memory as the balloon leaves it, where the VM has one (a failed query: a gap).
+          ...(history.some((s) => s.memory.balloonBytes !== null)
+            ? [{ label: 'Guest', values: pick((s) => s.memory.balloonBytes) }]
+            : []),
+        ],
+        now: last ? memoryNow(last.memory) : '–',
       },
       {
         title: 'Disk',
