@@ -375,7 +375,11 @@ export async function buildApi(deps: ApiDeps) {
     },
   );
 
-  const isos = new IsoStore(isosDir(manager.layout), (file) => deps.planner.identify(file));
+  const isos = new IsoStore(
+    isosDir(manager.layout),
+    (file) => deps.planner.identify(file),
+    (file) => manager.usersOfFile(file),
+  );
   const isoFile = z.object({
     name: z.string(),
     path: z.string(),

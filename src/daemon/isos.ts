@@ -38,6 +38,8 @@ export class IsoStore {
   constructor(
     readonly dir: string,
     private readonly identify: (file: string) => Promise<{ shortId: string; name: string }>,
+    /** The VMs whose drives hold `file`. */
+    private readonly usersOf: (file: string) => string[],
   ) {}
 
   private file(name: string): string {
@@ -96,7 +98,15 @@ export class IsoStore {
   }
 
   async delete(name: string): Promise<void> {
-    await rm(this.file(name)).catch((e: NodeJS.ErrnoException) => {
+    const file = this.file(name);
+    const users = this.usersOf(file);
+    // A VM would lose its medium at its next start, and QEMU would refuse to start.
+    if (users.length) {
+      throw conflict(
+        `the ISO "${name}" is in a drive of ${users.map((u) => `"${u}"`).join(', ')}: eject it first (phyllome media eject ${users[0]})`,
+      );
+    }
+    await rm(file).catch((e: NodeJS.ErrnoException) => {
       if (e.code === 'ENOENT') throw new UserError(`no ISO named "${name}"`, 404, 'not-found');
       throw e;
     });

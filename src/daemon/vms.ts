@@ -553,6 +553,14 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     };
   }
 
+  /** The VMs with `file` in a drive (a CD-ROM or a disk), sorted. */
+  usersOfFile(file: string): string[] {
+    return [...this.vms.values()]
+      .filter((vm) => [...vm.spec.cdroms, ...vm.spec.disks].some((d) => d.path === file))
+      .map((vm) => vm.spec.name)
+      .sort();
+  }
+
   /**
    * One VM with what only a closer look gives: the guest's addresses from its agent, when the guest
    * runs one (QEMU says whether the agent's port is open, so a guest without one costs no wait).

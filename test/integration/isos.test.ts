@@ -5,7 +5,17 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ISO_TYPE } from '../../src/daemon/isos.js';
 import { makeIso } from '../fixtures/iso.js';
-import { destroyHome, makeHome, tcpCall, tcpDaemon, tokenHeader, waitFor, type TestHome } from './helpers.js';
+import {
+  createGuest,
+  destroyHome,
+  makeHome,
+  ok,
+  tcpCall,
+  tcpDaemon,
+  tokenHeader,
+  waitFor,
+  type TestHome,
+} from './helpers.js';
 
 let h: TestHome;
 let daemon: ChildProcess;
@@ -88,6 +98,26 @@ describe('installer ISO uploads (PUT /v1/isos/NAME, GET /v1/isos)', () => {
     expect(again.status).toBe(409);
     expect(again.body.error?.message).toMatch(/already uploaded: delete it first or pick another name/);
     expect(await readFile(path.join(isosDir, 'debian-11.5.iso'))).toEqual(bytes);
+  });
+
+  it('deletes an ISO only once no VM holds it in a drive', async () => {
+    const iso = await readFile(await makeIso(h.dir, 'held.iso', { volume: 'XYZZY_NOT_AN_OS' }));
+    expect((await upload('held.iso', iso)).status).toBe(201);
+    await createGuest(h, 'holder');
+    await ok(h, ['media', 'insert', 'holder', path.join(isosDir, 'held.iso')]);
+    const refused = await request('DELETE', '/v1/isos/held.iso', auth);
+    expect(refused.status).toBe(409);
+    expect(refused.body.error?.message).toBe(
+      'the ISO "held.iso" is in a drive of "holder": eject it first (phyllome media eject holder)',
+    );
+    expect(await readdir(isosDir)).toContain('held.iso');
+
+    await ok(h, ['media', 'eject', 'holder']);
+    expect((await request('DELETE', '/v1/isos/held.iso', auth)).status).toBe(204);
+    expect(await readdir(isosDir)).not.toContain('held.iso');
+    const gone = await request('DELETE', '/v1/isos/held.iso', auth);
+    expect([gone.status, gone.body.error?.message]).toEqual([404, 'no ISO named "held.iso"']);
+    await ok(h, ['delete', 'holder']);
   });
 
   it('leaves nothing behind an upload cut off midway', async () => {
