@@ -382,7 +382,9 @@ test("a stopped VM's page takes a snapshot and a new disk; the wizard uploads an
   await page.screenshot({ path: info.outputPath('iso-delete-refused.png') });
 });
 
-test("a VM's page clones it, and exports it as a bundle the browser saves", async ({ page }) => {
+test("a VM's page clones it, and exports it as a bundle the browser saves, which the list imports", async ({
+  page,
+}, info) => {
   await createGuest('copies');
   const { url } = JSON.parse(await phyllome(['ui', '--json'])) as { url: string };
   await page.goto(url);
@@ -412,4 +414,98 @@ test("a VM's page clones it, and exports it as a bundle the browser saves", asyn
   );
   expect(members.split('\n')[0]).toBe('vm.json');
   expect(members.trim().split('\n').at(-1)).toBe('manifest.json');
+
+  // The bundle comes back in through the list's import: checked, under a new name, then listed.
+  await page.getByRole('link', { name: 'Virtual machines' }).first().click();
+  await page.getByRole('button', { name: 'Import VM' }).click();
+  await page.getByLabel('Bundle (.phyllome)').setInputFiles(file);
+  await page.getByLabel('Name', { exact: true }).fill('copies3');
+  await page.getByRole('button', { name: 'Import', exact: true }).click();
+  await expect(page.getByRole('heading', { name: 'Imported copies3' })).toBeVisible({ timeout: 60_000 });
+  await page.screenshot({ path: info.outputPath('import.png') });
+  await page.getByRole('button', { name: 'Done' }).click();
+  await expect(page.getByRole('link', { name: 'copies3', exact: true })).toBeVisible();
+  // Again under the same name: refused in the daemon's words, nothing changed.
+  await page.getByRole('button', { name: 'Import VM' }).click();
+  await page.getByLabel('Bundle (.phyllome)').setInputFiles(file);
+  await page.getByLabel('Name', { exact: true }).fill('copies3');
+  await page.getByRole('button', { name: 'Import', exact: true }).click();
+  await expect(page.getByRole('heading', { name: /copies3.*(exists|taken)/ })).toBeVisible({
+    timeout: 60_000,
+  });
+});
+
+test("a running VM's Network tab adds and removes a port forward and opens host loopback, from the next start; the Networks page", async ({
+  page,
+}, info) => {
+  await createGuest('net');
+  await phyllome(['start', 'net']);
+  try {
+    const { url } = JSON.parse(await phyllome(['ui', '--json'])) as { url: string };
+    await page.goto(url);
+    await page.getByRole('link', { name: 'net', exact: true }).click();
+    await page.getByRole('tab', { name: 'Network' }).click();
+    const nic = page.getByRole('region', { name: 'NIC 0 of net' });
+    await expect(nic.getByRole('heading', { name: /^NIC 0: user \((passt|QEMU slirp)\)$/ })).toBeVisible();
+    const passt = (await nic.getByRole('heading').first().textContent())!.includes('passt');
+    const nextStart = 'It applies from the next start of "net" (restart it to use it now).';
+
+    // A port out of range is refused by the form, before the daemon is asked.
+    await page.getByLabel('Host port').fill('70000');
+    await page.getByLabel('Guest port').fill('80');
+    await page.getByRole('button', { name: 'Add forward' }).click();
+    await expect(nic.getByText('host port "70000": give a port from 1 to 65535')).toBeVisible();
+
+    const hostPort = await freePort();
+    await page.getByLabel('Host port').fill(String(hostPort));
+    await page.getByRole('button', { name: 'Add forward' }).click();
+    // passt reads its forwards at start; QEMU's own user networking takes one at once.
+    await expect(
+      page.getByRole('heading', {
+        name: `Forwarding 127.0.0.1:${hostPort} -> 80/tcp to "net".${passt ? ` ${nextStart}` : ''}`,
+      }),
+    ).toBeVisible();
+    const forwards = page.getByRole('grid', { name: 'Port forwards of NIC 0' });
+    await expect(
+      forwards.getByRole('row', { name: new RegExp(`^127\\.0\\.0\\.1:${hostPort} 80 tcp`) }),
+    ).toBeVisible();
+    const spec = async () =>
+      (
+        (await page.evaluate(() => fetch('/v1/vms/net').then((r) => r.json()))) as {
+          spec: { nics: { net: { forwards: unknown[]; hostLoopback: boolean } }[] };
+        }
+      ).spec.nics[0]!.net;
+    expect((await spec()).forwards).toEqual([{ proto: 'tcp', hostPort, guestPort: 80, public: false }]);
+    expect(await sideways(page), 'the Network tab at 1280×720').toBeLessThanOrEqual(0);
+    await page.screenshot({ path: info.outputPath('network-tab.png'), fullPage: true });
+
+    await forwards.getByRole('button', { name: `Remove forward ${hostPort}/tcp` }).click();
+    await expect(forwards.getByRole('row', { name: 'No port forwards.' })).toBeVisible();
+    expect((await spec()).forwards).toEqual([]);
+
+    await nic.getByLabel(/may reach services on the host's loopback/).check();
+    await expect(
+      page.getByRole('heading', { name: `Host loopback reachable from "net". ${nextStart}` }),
+    ).toBeVisible();
+    await expect(nic.getByLabel(/may reach services on the host's loopback/)).toBeChecked();
+    expect((await spec()).hostLoopback).toBe(true);
+
+    // The Networks page lists none; a bad subnet is refused in the daemon's words, and makes nothing
+    // (a network is a real bridge on this host: these tests never make one).
+    await page.getByRole('navigation', { name: 'Sections' }).getByRole('link', { name: 'Networks' }).click();
+    expect(new URL(page.url()).pathname).toBe('/networks');
+    const list = page.getByRole('grid', { name: 'Private networks' });
+    await expect(list.getByRole('row', { name: 'No private networks.' })).toBeVisible();
+    await page.getByLabel(/^Name/).fill('e2e');
+    await page.getByLabel(/^Subnet/).fill('10.77.0.0/33');
+    await page.getByRole('button', { name: 'Create network' }).click();
+    await expect(
+      page.getByRole('heading', { name: /bad subnet "10\.77\.0\.0\/33": write an IPv4 network/ }),
+    ).toBeVisible();
+    await expect(list.getByRole('row', { name: 'No private networks.' })).toBeVisible();
+    expect(await page.evaluate(() => fetch('/v1/networks').then((r) => r.json()))).toEqual([]);
+    await page.screenshot({ path: info.outputPath('networks.png'), fullPage: true });
+  } finally {
+    await phyllome(['stop', 'net', '--force']);
+  }
 });

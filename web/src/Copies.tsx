@@ -5,9 +5,6 @@ import {
   Checkbox,
   Form,
   FormGroup,
-  FormHelperText,
-  HelperText,
-  HelperTextItem,
   TextInput,
   Title,
 } from '@patternfly/react-core';
@@ -15,6 +12,7 @@ import { useRef, useState } from 'react';
 import { call, type Vm } from './api.js';
 import { link } from './nav.js';
 import { Problem } from './resource.js';
+import { TextField } from './TextField.js';
 
 /** Pure: whether a VM's bundle needs a passphrase (its disks or TPM state are encrypted). */
 export const exportNeedsPassphrase = (vm: Vm): boolean =>
@@ -109,24 +107,20 @@ export function Copies({ vm }: { vm: Vm }) {
         target="export-frame"
         onSubmit={() => setError(undefined)}
       >
-        <FormGroup label="Bundle passphrase" fieldId="export-passphrase" isRequired={needsPassphrase}>
-          <TextInput
-            id="export-passphrase"
-            name="passphrase"
-            type="password"
-            value={passphrase}
-            onChange={(_e, v) => setPassphrase(v)}
-          />
-          <FormHelperText>
-            <HelperText>
-              <HelperTextItem>
-                {needsPassphrase
-                  ? 'Its encrypted disks and TPM state stay encrypted; their keys travel sealed with this passphrase (at least 8 characters).'
-                  : 'Optional: it signs the bundle, so its checksums cannot be forged (at least 8 characters).'}
-              </HelperTextItem>
-            </HelperText>
-          </FormHelperText>
-        </FormGroup>
+        <TextField
+          id="export-passphrase"
+          label="Bundle passphrase"
+          name="passphrase"
+          type="password"
+          value={passphrase}
+          onChange={setPassphrase}
+          isRequired={needsPassphrase}
+          help={
+            needsPassphrase
+              ? 'Its encrypted disks and TPM state stay encrypted; their keys travel sealed with this passphrase (at least 8 characters).'
+              : 'Optional: it signs the bundle, so its checksums cannot be forged (at least 8 characters).'
+          }
+        />
         <ActionGroup>
           <Button type="submit" isDisabled={(needsPassphrase || passphrase !== '') && passphrase.length < 8}>
             Download {vm.name}.phyllome

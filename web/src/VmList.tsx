@@ -1,5 +1,7 @@
 import { Alert, AlertActionCloseButton, Button, Flex, Title } from '@patternfly/react-core';
 import { Table, Tbody, Td, Th, Thead, Tr } from '@patternfly/react-table';
+import { useState } from 'react';
+import { ImportVm } from './ImportVm.js';
 import { LoginProblem } from './LoginProblem.js';
 import { OpProgressBar } from './OpProgress.js';
 import { link, vmPath } from './nav.js';
@@ -27,15 +29,22 @@ export function VmAlerts({ v }: { v: ReturnType<typeof useVms> }) {
 
 export function VmList() {
   const v = useVms();
+  const [importing, setImporting] = useState(false);
   if (v.loggedOut) return <LoginProblem message={v.loggedOut} />;
   return (
     <>
       <Flex justifyContent={{ default: 'justifyContentSpaceBetween' }}>
         <Title headingLevel="h2">Virtual machines</Title>
-        <Button variant="primary" component="a" {...link('/create')}>
-          Create VM
-        </Button>
+        <Flex spaceItems={{ default: 'spaceItemsSm' }}>
+          <Button variant="secondary" onClick={() => setImporting(true)}>
+            Import VM
+          </Button>
+          <Button variant="primary" component="a" {...link('/create')}>
+            Create VM
+          </Button>
+        </Flex>
       </Flex>
+      {importing && <ImportVm onClose={() => setImporting(false)} />}
       <VmAlerts v={v} />
       <Table aria-label="Virtual machines" variant="compact">
         <Thead>
