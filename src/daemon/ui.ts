@@ -139,7 +139,7 @@ export function registerUi(
   };
   const page = { config: { public: true }, schema: { hide: true } };
   // The page's own routes (web/src/App.tsx), all the one page.
-  for (const route of ['/', '/login', '/vms/:name', '/host', '/create'])
+  for (const route of ['/', '/login', '/vms/:name', '/host', '/create', '/networks'])
     api.get(route, page, (_req, reply) => send('index.html', false, reply));
   api.get(
     '/assets/:file',

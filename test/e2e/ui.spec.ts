@@ -92,7 +92,7 @@ test.beforeAll(async () => {
 
 test.afterAll(async () => {
   // By pid, after checking it is this test's QEMU; then the daemon.
-  for (const name of [VM, 'screen']) {
+  for (const name of [VM, 'screen', 'net']) {
     const pid = await readPidfile(path.join(dir, 'run/vms', name, 'qemu.pid'));
     const spec = JSON.parse(
       await readFile(path.join(dir, 'home/vms', name, 'vm.json'), 'utf8').catch(() => '{}'),
@@ -261,7 +261,7 @@ test('every page fits 1280x720 and 4K without scrolling sideways', async ({ page
     { width: 3840, height: 2160 },
   ]) {
     await page.setViewportSize(size);
-    for (const path of ['/', `/vms/${VM}`, '/host', '/create']) {
+    for (const path of ['/', `/vms/${VM}`, '/host', '/create', '/networks']) {
       await page.goto(`http://127.0.0.1:${port}${path}`);
       await expect(page.getByRole('heading', { level: 2 }).first()).toBeVisible();
       expect(await sideways(page), `${path} at ${size.width}×${size.height}`).toBeLessThanOrEqual(0);
@@ -483,7 +483,8 @@ test("a running VM's Network tab adds and removes a port forward and opens host 
     await expect(forwards.getByRole('row', { name: 'No port forwards.' })).toBeVisible();
     expect((await spec()).forwards).toEqual([]);
 
-    await nic.getByLabel(/may reach services on the host's loopback/).check();
+    // The switch's own label takes the click (its drawn toggle covers the input).
+    await nic.getByText(/may reach services on the host's loopback/).click();
     await expect(
       page.getByRole('heading', { name: `Host loopback reachable from "net". ${nextStart}` }),
     ).toBeVisible();

@@ -43,10 +43,12 @@ function useLogin(): Login {
 const VmDetail = lazy(() => import('./VmDetail.js').then((m) => ({ default: m.VmDetail })));
 const CreateVm = lazy(() => import('./CreateVm.js').then((m) => ({ default: m.CreateVm })));
 const Host = lazy(() => import('./Host.js').then((m) => ({ default: m.Host })));
+const Networks = lazy(() => import('./Networks.js').then((m) => ({ default: m.Networks })));
 
-/** The page for a path: the VM list, one VM, the create wizard, or the host. */
+/** The page for a path: the VM list, one VM, the create wizard, the private networks, or the host. */
 function Route({ path }: { path: string }) {
   if (path === '/host') return <Host />;
+  if (path === '/networks') return <Networks />;
   if (path === '/create') return <CreateVm />;
   const vm = /^\/vms\/([^/]+)$/.exec(path)?.[1];
   return vm ? <VmDetail name={decodeURIComponent(vm)} /> : <VmList />;
@@ -54,12 +56,15 @@ function Route({ path }: { path: string }) {
 
 const sections = [
   { to: '/', label: 'Virtual machines' },
+  { to: '/networks', label: 'Networks' },
   { to: '/host', label: 'Host' },
 ];
 
 export function App() {
   const login = useLogin();
   const path = usePath();
+  // A VM's page and the wizard belong to the VMs' section.
+  const section = sections.find((s) => s.to === path)?.to ?? '/';
   const masthead = (
     <Masthead>
       <MastheadMain>
@@ -78,7 +83,7 @@ export function App() {
                 variant="link"
                 component="a"
                 {...link(s.to)}
-                aria-current={(s.to === '/host') === (path === '/host') ? 'page' : undefined}
+                aria-current={s.to === section ? 'page' : undefined}
               >
                 {s.label}
               </Button>

@@ -1,4 +1,13 @@
-import { Button, Flex, Form, FormGroup, TextInput } from '@patternfly/react-core';
+import {
+  Button,
+  DescriptionListDescription,
+  DescriptionListGroup,
+  DescriptionListTerm,
+  Flex,
+  Form,
+  FormGroup,
+  TextInput,
+} from '@patternfly/react-core';
 import { useState } from 'react';
 
 /** One text field and its button (a new snapshot's name, a new disk's size); emptied once taken. */
@@ -50,5 +59,15 @@ export function RowButton(props: {
     >
       {props.label}
     </Button>
+  );
+}
+
+/** One term and its value in a DescriptionList. */
+export function Term({ term, value }: { term: string; value: string | number }) {
+  return (
+    <DescriptionListGroup>
+      <DescriptionListTerm>{term}</DescriptionListTerm>
+      <DescriptionListDescription>{value}</DescriptionListDescription>
+    </DescriptionListGroup>
   );
 }

@@ -16,6 +16,7 @@ import { lazy, Suspense, useState } from 'react';
 import { Copies } from './Copies.js';
 import { Disks } from './Disks.js';
 import { Media } from './Media.js';
+import { Network } from './Network.js';
 import { OpProgressBar } from './OpProgress.js';
 import { Settings } from './Settings.js';
 import { Snapshots } from './Snapshots.js';
@@ -31,7 +32,7 @@ import { useVms } from './vms.js';
 const SerialConsole = lazy(() => import('./SerialConsole.js'));
 const Screen = lazy(() => import('./Screen.js'));
 
-type Pane = 'console' | 'snapshots' | 'disks' | 'media' | 'settings' | 'copies';
+type Pane = 'console' | 'snapshots' | 'disks' | 'media' | 'network' | 'settings' | 'copies';
 
 export function VmDetail({ name }: { name: string }) {
   const v = useVms();
@@ -116,6 +117,9 @@ export function VmDetail({ name }: { name: string }) {
               </Tab>
               <Tab eventKey="media" title={<TabTitleText>Media</TabTitleText>}>
                 <Media vm={vm} />
+              </Tab>
+              <Tab eventKey="network" title={<TabTitleText>Network</TabTitleText>}>
+                <Network vm={vm} />
               </Tab>
               <Tab eventKey="settings" title={<TabTitleText>Settings</TabTitleText>}>
                 <Settings vm={vm} changed={v.reload} />

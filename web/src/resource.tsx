@@ -15,12 +15,18 @@ export function useResource<T>(url: string, key?: unknown) {
     [url],
   );
   useEffect(() => void reload(), [reload, key]);
-  /** One change; true when the daemon took it. */
-  const change = async (method: string, path: string, body?: unknown): Promise<boolean> => {
+  /** One change; true when the daemon took it, and `took` sees its answer. */
+  const change = async <A,>(
+    method: string,
+    path: string,
+    body?: unknown,
+    took?: (answer: A) => void,
+  ): Promise<boolean> => {
     setBusy(true);
     setError(undefined);
     try {
-      await call(method, path, body);
+      const answer = await call<A>(method, path, body);
+      took?.(answer);
       return true;
     } catch (e) {
       setError((e as Error).message);
