@@ -504,6 +504,8 @@ test("a running VM's Network tab adds and removes a port forward and opens host 
       page.getByRole('heading', { name: /bad subnet "10\.77\.0\.0\/33": write an IPv4 network/ }),
     ).toBeVisible();
     await expect(list.getByRole('row', { name: 'No private networks.' })).toBeVisible();
+    // The form keeps what was typed, to be corrected and sent again.
+    await expect(page.getByRole('button', { name: 'Create network' })).toBeEnabled();
     expect(await page.evaluate(() => fetch('/v1/networks').then((r) => r.json()))).toEqual([]);
     await page.screenshot({ path: info.outputPath('networks.png'), fullPage: true });
   } finally {
