@@ -848,7 +848,11 @@ export async function buildApi(deps: ApiDeps) {
 
   const migrations = new Migrations(manager, deps.logger);
   // In the background: asking a destination can take a while, and each VM's lock orders the rest.
-  void migrations.recover();
+  void migrations
+    .recover()
+    .catch((e: Error) =>
+      deps.logger.error({ err: e.message }, 'cannot look for migrations a crash cut short'),
+    );
   api.post(
     '/v1/vms/:name/migrate',
     {

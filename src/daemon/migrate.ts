@@ -472,7 +472,9 @@ export class Migrations {
    * its record. The VM runs on here as before, unless it was handed over and the destination has it.
    */
   async recover(): Promise<void> {
-    for (const { name } of await this.manager.list()) {
+    // Locked VM storage lists nothing (423): it is locked after a reboot, when no QEMU is left either.
+    const vms = await this.manager.list().catch(() => []);
+    for (const { name } of vms) {
       const record = runtimeFiles(this.manager.layout, name).migrationOut;
       const read = () =>
         readFile(record, 'utf8').then(
