@@ -1,9 +1,11 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { access, readdir, readFile, readlink, writeFile } from 'node:fs/promises';
+import { access, mkdir, readdir, readFile, readlink, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { PSK_USER, pskFile } from '../../src/daemon/migrate-plan.js';
 import { isQemuFor, readPidfile } from '../../src/qemu/process.js';
+import { QmpClient } from '../../src/qemu/qmp.js';
 import {
   alive,
   bootArgs,
@@ -421,6 +423,69 @@ describe('live migration between two daemons', () => {
     expect(alive(qemuPid)).toBe(false);
     await expect(access(path.join(dst.home, 'vms/lure'))).rejects.toThrow();
     await expect(access(path.join(dst.run, 'vms/lure'))).rejects.toThrow();
+  });
+
+  it('removes, after a minute, a VM whose stream arrived when the source never confirms it', async () => {
+    // A source daemon that dies right after the stream lands: the test plays its part on the source
+    // QEMU's QMP, sends the stream, and never says "run it".
+    await createGuest(src, 'stray');
+    await ok(src, ['start', 'stray']);
+    await waitForReady(src, 'stray');
+    const { spec, uuid } = await json<Vm>(src, ['status', 'stray']);
+    process.kill((await daemonPid(src))!, 'SIGKILL');
+    const token = (await readFile(path.join(dst.home, 'api-token'), 'utf8')).trim();
+    const psk = 'cd'.repeat(32);
+    const res = await fetch(`http://127.0.0.1:${port}/v1/migrations/incoming`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ spec, sizes: {}, psk }),
+    });
+    expect(res.status).toBe(201);
+    const { migration } = (await res.json()) as { migration: { host: string; port: number } };
+    const dstPid = (await readPidfile(path.join(dst.run, 'vms/stray/qemu.pid')))!;
+
+    const tls = path.join(src.home, 'stray-tls');
+    await mkdir(tls, { mode: 0o700 });
+    await writeFile(path.join(tls, 'keys.psk'), pskFile(psk), { mode: 0o600 });
+    const qmp = await QmpClient.connect(path.join(src.run, 'vms/stray/qmp.sock'));
+    try {
+      await qmp.execute('object-add', {
+        'qom-type': 'tls-creds-psk',
+        id: 'tls',
+        endpoint: 'client',
+        dir: tls,
+        username: PSK_USER,
+      });
+      await qmp.execute('migrate-set-parameters', { 'tls-creds': 'tls' });
+      await qmp.execute('migrate', { uri: `tcp:${migration.host}:${migration.port}` });
+      await waitFor(
+        'the stream to arrive',
+        async () => (await qmp.execute<{ status: string }>('query-migrate')).status === 'completed' || undefined,
+        60_000,
+      );
+    } finally {
+      qmp.close();
+    }
+    const arrived = Date.now();
+
+    // The destination waits for the source's word, the VM held where it landed...
+    await new Promise((r) => setTimeout(r, 10_000));
+    expect(await json<Vm>(dst, ['status', 'stray'])).toMatchObject({
+      state: 'starting',
+      reason: 'incoming migration',
+      uuid,
+    });
+    expect(alive(dstPid)).toBe(true);
+    // ...then gives up on it and removes everything it made.
+    await waitFor(
+      'the destination to give up',
+      async () => (await json<Vm[]>(dst, ['list'])).length === 0 || undefined,
+      90_000,
+    );
+    expect(Date.now() - arrived).toBeGreaterThanOrEqual(55_000);
+    await waitFor('the destination QEMU to go', () => !alive(dstPid) || undefined, 10_000);
+    await expect(access(path.join(dst.home, 'vms/stray'))).rejects.toThrow();
+    await expect(access(path.join(dst.run, 'vms/stray'))).rejects.toThrow();
   });
 });
 
