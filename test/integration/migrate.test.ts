@@ -460,7 +460,8 @@ describe('live migration between two daemons', () => {
       await qmp.execute('migrate', { uri: `tcp:${migration.host}:${migration.port}` });
       await waitFor(
         'the stream to arrive',
-        async () => (await qmp.execute<{ status: string }>('query-migrate')).status === 'completed' || undefined,
+        async () =>
+          (await qmp.execute<{ status: string }>('query-migrate')).status === 'completed' || undefined,
         60_000,
       );
     } finally {
