@@ -288,9 +288,15 @@ describe('the web UI login and the API over loopback TCP', () => {
     expect(samples[1]!.nics[0]!.note).toMatch(/user-mode networking \((passt|slirp)\)/);
 
     await waitForReady(h, 'stats');
-    const latest = await send('GET', '/v1/vms/stats/stats', { cookie });
-    expect(latest.status).toBe(200);
-    const sample = JSON.parse(latest.body) as StatsSample;
+    // While the stream runs, the page's GET gets its latest sample, up to a sampling interval old:
+    // the one that counts was taken after the boot.
+    const readyAt = Date.now();
+    const sample = await waitFor('a sample taken after the boot', async () => {
+      const latest = await send('GET', '/v1/vms/stats/stats', { cookie });
+      expect(latest.status).toBe(200);
+      const s = JSON.parse(latest.body) as StatsSample;
+      return s.at >= readyAt ? s : undefined;
+    });
     // The kernel read the disk's partition table (and more) while booting.
     expect(sample.disk.readBytes).toBeGreaterThan(0);
     expect(sample.cpu.percent).not.toBeNull();
