@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 # virsh) and xmllint (for virt-xml-validate) test the libvirt import and export.
 # chromium is the browser the web UI's tests drive (test/e2e; never one Playwright downloads).
 # openssl makes the daemon's self-signed HTTPS certificate when it listens beyond loopback.
-packages=(qemu-system-x86 zstd fscrypt qemu-system-gui qemu-utils libgl1-mesa-dri libegl-mesa0 busybox-static linux-image-amd64 cpio kmod e2fsprogs binutils util-linux coreutils ovmf swtpm swtpm-tools osinfo-db genisoimage passt iproute2 dnsmasq-base nftables qemu-guest-agent libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libxml2-utils chromium openssl)
+# xvfb (an X server without a screen) and x11-utils (xwininfo) test VM windows on a host's screen.
+packages=(qemu-system-x86 zstd fscrypt qemu-system-gui qemu-utils libgl1-mesa-dri libegl-mesa0 busybox-static linux-image-amd64 cpio kmod e2fsprogs binutils util-linux coreutils ovmf swtpm swtpm-tools osinfo-db genisoimage passt iproute2 dnsmasq-base nftables qemu-guest-agent libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libxml2-utils chromium openssl xvfb x11-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

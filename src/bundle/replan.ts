@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { pickFirmware, type FirmwareDescriptor } from '../host/firmware.js';
 import { BUNDLE_DIR } from './layout.js';
+import { withoutWindow } from '../spec/window.js';
 import { hostDeviceAddresses, randomMac, renewMdevs, type NetSpec, type VmSpec } from '../spec/schema.js';
 
 /** What the importing host offers, gathered by the daemon; the replanning itself is pure. */
@@ -17,6 +18,8 @@ export interface ImportHost {
   renderNodes: string[];
   /** This QEMU has the virgl devices (Debian: qemu-system-gui). */
   gl: boolean;
+  /** The host's own screen, for VMs shown in a window (graphics.window). */
+  localDisplay?: string | undefined;
 }
 
 /** The sysfs paths that say whether the spec's host GPU hardware is on a host. */
@@ -104,6 +107,13 @@ export function replan(
         node === '/dev/null'
           ? `${g.renderNode} is not on this host, which has no GPU render node: Mesa renders in software (llvmpipe)`
           : `${g.renderNode} is not on this host: its first GPU renders`,
+    });
+  }
+  if (out.graphics.window && !host.localDisplay) {
+    out = { ...out, graphics: withoutWindow(out.graphics, host.renderNodes) };
+    changes.push({
+      what: 'graphics: web console only, no window',
+      why: "this host's daemon has no screen of its own to open the VM's window on (neither WAYLAND_DISPLAY nor DISPLAY)",
     });
   }
   out = {

@@ -127,10 +127,10 @@ export function vmDetails(vm: VmInfo): string {
     if (vm.spec.boot.append) lines.push(['Cmdline', vm.spec.boot.append]);
   }
   if (vm.spec.graphics.device !== 'none') {
-    const node = vm.spec.graphics.renderNode;
+    const { device, renderNode, window } = vm.spec.graphics;
     lines.push([
       'Graphics',
-      node ? `${vm.spec.graphics.device} (render node ${node})` : vm.spec.graphics.device,
+      `${device}${renderNode ? ` (render node ${renderNode})` : ''}${window ? " (also in a window on the host's screen)" : ''}`,
     ]);
   }
   for (const d of vm.spec.graphics.hostDevices ?? []) {

@@ -7,7 +7,8 @@ import { ApiError, Client } from './client.js';
 import { DEFAULT_UI_PORT } from '../daemon/ui-auth.js';
 import { nicsFor, parseNet, type NetArg } from './net-args.js';
 import { formatForward, parseForward } from '../net/wiring.js';
-import type { ForwardSpec } from '../spec/schema.js';
+import type { ForwardSpec, GraphicsSpec } from '../spec/schema.js';
+import { withWindow } from '../spec/window.js';
 
 const client = new Client();
 const vmPath = (name: string) => `/v1/vms/${encodeURIComponent(name)}`;
@@ -106,6 +107,10 @@ program
     'display device: none, vga, virtio-vga (2D), virtio-vga-gl (virgl 3D) or virtio-gpu-gl-pci',
   )
   .option('--render-node <file>', 'host render node for virtio-vga-gl (/dev/null: software rendering)')
+  .option(
+    '--window',
+    "also show the screen in a window on the host's own display, 3D drawn there (the daemon needs a graphical session)",
+  )
   .option(
     '--gpu <address>',
     'hand this host GPU to the guest (a PCI address from "phyllome host check"): passthrough, a VF or a mediated slice',
@@ -247,6 +252,7 @@ program
         throw new Error('UEFI firmware is picked by the planner: add --os ID (or --iso) to use --firmware');
       }
     }
+    if (o.window) spec.graphics = withWindow(spec.graphics as GraphicsSpec);
     if (o.encrypt === false && Array.isArray(spec.disks)) {
       spec.disks = (spec.disks as Record<string, unknown>[]).map((d) =>
         'size' in d ? { ...d, encrypt: false } : d,
@@ -876,6 +882,29 @@ program
     const vm = await client.call<VmInfo>('GET', vmPath(name));
     warn(vm);
     await print(o.json, vm, async () => (await format()).vmDetails(vm));
+  });
+
+program
+  .command('set')
+  .description("change a stopped VM's CPUs, memory, or window on the host's screen")
+  .argument('<name>')
+  .option('-c, --cpus <n>', 'virtual CPUs', (v) => Number(v))
+  .option('-m, --memory <size>', 'guest memory, like 512M or 2G')
+  .option(
+    '--window <on|off>',
+    "also show the screen in a window on the host's own display (off: the web console only)",
+    choiceOf('--window', ['on', 'off']),
+  )
+  .addOption(jsonOption)
+  .action(async (name: string, o: { cpus?: number; memory?: string; window?: string; json?: boolean }) => {
+    const body = {
+      ...(o.cpus !== undefined ? { cpus: o.cpus } : {}),
+      ...(o.memory ? { memory: o.memory } : {}),
+      ...(o.window ? { window: o.window === 'on' } : {}),
+    };
+    if (!Object.keys(body).length) throw new Error('say what to change: --cpus, --memory or --window');
+    const vm = await client.call<VmInfo>('PATCH', vmPath(name), body);
+    await print(o.json, vm, async () => `Changed "${name}".\n${(await format()).vmDetails(vm)}`);
   });
 
 program

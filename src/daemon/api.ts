@@ -319,14 +319,22 @@ export async function buildApi(deps: ApiDeps) {
       const report = await readHost(root);
       const live = root === '/';
       const qemu = await manager.host.features();
+      const localDisplay = live ? manager.host.localDisplay : undefined;
       const findings = hostFindings(
         report,
-        live ? { accel: await deps.accel, qemu, storage: await readStorage(vmsDir(manager.layout)) } : {},
+        live
+          ? {
+              accel: await deps.accel,
+              qemu,
+              storage: await readStorage(vmsDir(manager.layout)),
+              localDisplay: localDisplay ?? false,
+            }
+          : {},
       );
       const plans = Object.fromEntries(
         (['linux', 'windows', 'macos', 'bsd'] as const).map((os) => [
           os,
-          planGraphics(report, qemu, os, request.query.intent, { allowBootGpu }),
+          planGraphics(report, qemu, os, request.query.intent, { allowBootGpu, localDisplay }),
         ]),
       );
       return { report, qemu, findings, plans, seats: planSeats(report, { allowBootGpu }) };
@@ -837,13 +845,23 @@ export async function buildApi(deps: ApiDeps) {
     '/v1/vms/:name',
     {
       schema: {
-        summary: "Change a stopped VM's CPUs or memory (checked like a new spec)",
+        summary:
+          "Change a stopped VM's CPUs, memory or window on the host's screen (checked like a new spec)",
         params: nameParams,
-        body: z.strictObject({ cpus: z.number().optional(), memory: z.string().optional() }),
+        body: z.strictObject({
+          cpus: z.number().optional(),
+          memory: z.string().optional(),
+          window: z
+            .boolean()
+            .optional()
+            .describe(
+              "also show the screen in a window on the host's own display (else the web console only)",
+            ),
+        }),
         response: { 200: vmInfo, ...errors },
       },
     },
-    (request) => manager.setResources(request.params.name, request.body),
+    (request) => manager.changeSettings(request.params.name, request.body),
   );
 
   const migrations = new Migrations(manager, deps.logger);

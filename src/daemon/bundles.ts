@@ -1,3 +1,4 @@
+import { renderNodes } from '../host/display.js';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -232,6 +233,7 @@ export async function importHost(
   spec: VmSpec,
   networks: string[],
   gl: () => Promise<boolean>,
+  localDisplay: string | undefined,
 ): Promise<ImportHost> {
   const fw = spec.firmware;
   const outside = [
@@ -251,10 +253,8 @@ export async function importHost(
     bridges,
     networks,
     links,
-    renderNodes: (await listDir('/dev/dri'))
-      .filter((n) => n.startsWith('renderD'))
-      .sort()
-      .map((n) => `/dev/dri/${n}`),
+    renderNodes: await renderNodes(),
     gl: spec.graphics.device.includes('-gl') ? await gl() : true,
+    localDisplay,
   };
 }

@@ -1,3 +1,4 @@
+import { localDisplay } from '../host/display.js';
 import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import type { Server } from 'node:http';
@@ -98,7 +99,12 @@ export async function runDaemon(options: DaemonOptions = {}): Promise<void> {
   await unlockFromFile(keystore, logger);
   let features: Promise<QemuFeatures> | undefined;
   // Asked once, when first needed (a plan, a host check, an import), never at start-up.
-  const host = { qemu, accel, features: () => (features ??= introspectQemu(qemu.binary)) };
+  const host = {
+    qemu,
+    accel,
+    features: () => (features ??= introspectQemu(qemu.binary)),
+    localDisplay: localDisplay(process.env),
+  };
   const manager = new VmManager(layout, host, logger, keystore);
   const networks = new NetworkManager(layout, logger, (name) => manager.usersOfNetwork(name));
   // Networks first: VMs that outlived the daemon keep their taps on the bridges.

@@ -1,3 +1,4 @@
+import { localDisplay } from '../host/display.js';
 import type { AccelDecision } from '../host/accel.js';
 import { FIRMWARE_DIRS, FirmwareError, readFirmwareDescriptors } from '../host/firmware.js';
 import type { QemuFeatures } from '../host/qemu-features.js';
@@ -101,6 +102,7 @@ export class GuestPlanner {
     // A named GPU may be the host's own display: single-GPU passthrough, with its caveats.
     const graphics = planGraphics(report, features, guestFamily(os), intent, {
       allowBootGpu: !!body.overrides?.gpu,
+      localDisplay: localDisplay(this.env),
     });
     let plan: GuestPlan;
     try {

@@ -1,3 +1,5 @@
+import { renderNodes } from '../host/display.js';
+import { withoutWindow, withWindow } from '../spec/window.js';
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { constants } from 'node:fs';
@@ -11,6 +13,7 @@ import type { QemuInfo } from '../host/qemu-binary.js';
 import { HostDeviceError, prepareHostDevices, releaseMdevs } from '../host/passthrough.js';
 import {
   buildQemuArgs,
+  qemuEnv,
   hasScreen,
   HOTPLUG_PORTS,
   hotplugPort,
@@ -158,6 +161,8 @@ export interface HostFacts {
   accel: Promise<AccelDecision>;
   /** What this QEMU can do, asked once, when first needed. */
   features: () => Promise<QemuFeatures>;
+  /** The host's own screen that VM windows open on (graphics.window), from the daemon's environment. */
+  localDisplay?: string;
 }
 
 const LOCK_WAIT_MS = 120_000;
@@ -719,6 +724,21 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     });
   }
 
+  /** A VM shown in a window needs a screen to open it on and a QEMU that draws windows. */
+  private async checkWindow(name: string): Promise<void> {
+    const off = `or turn its window off (phyllome set ${name} --window off) and use the web console`;
+    if (!this.host.localDisplay) {
+      throw new UserError(
+        `VM "${name}" shows in a window on this host's screen, but the daemon has no display (neither WAYLAND_DISPLAY nor DISPLAY is set): start phyllomed from the graphical session, ${off}`,
+      );
+    }
+    if (!(await this.host.features()).displays.includes('gtk')) {
+      throw new UserError(
+        `VM "${name}" shows in a window, which this QEMU cannot draw: apt-get install qemu-system-gui, ${off}`,
+      );
+    }
+  }
+
   /** `incoming`: QEMU waits, paused, for a live migration (migrateIn) instead of booting. */
   private async launch(vm: Vm, incoming = false): Promise<void> {
     if (!incoming && needsSealing(vm.spec)) await this.seal(vm);
@@ -727,6 +747,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     // Before anything is set up: a GPU not ready for vfio-pci is for the user to fix, with the commands.
     if (spec.graphics.hostDevices)
       await prepareHostDevices('/', spec.graphics.hostDevices).catch(userErrorsFrom(HostDeviceError));
+    if (spec.graphics.window) await this.checkWindow(spec.name);
     const files = runtimeFiles(this.layout, spec.name);
     checkSocketPath(files.qmp);
     const decision = await this.host.accel;
@@ -760,7 +781,14 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     if (key) await writeFile(files.key, key, { mode: 0o600, flag: 'wx' });
     let pid;
     try {
-      pid = spawnDetached(this.host.qemu.binary, args, files.qemuLog, undefined, fds);
+      pid = spawnDetached(
+        this.host.qemu.binary,
+        args,
+        files.qemuLog,
+        undefined,
+        fds,
+        qemuEnv(spec, process.env),
+      );
     } finally {
       closeFds(fds);
     }
@@ -1178,6 +1206,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
             n.net.type === 'network' && this.networks?.has(n.net.network) ? [n.net.network] : [],
           ),
           async () => (await this.host.features()).virtioVgaGl,
+          this.host.localDisplay,
         );
         let planned;
         try {
@@ -1685,11 +1714,27 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
   }
 
   /** Changes a stopped VM's CPUs and memory; the spec's own rules check the values. */
-  setResources(name: string, change: { cpus?: number; memory?: string }): Promise<VmInfo> {
+  changeSettings(
+    name: string,
+    change: { cpus?: number | undefined; memory?: string | undefined; window?: boolean | undefined },
+  ): Promise<VmInfo> {
     return this.withLock(name, 'settings', async () => {
       const vm = this.get(name);
-      if (vm.state !== 'stopped') throw conflict(`stop VM "${name}" to change its CPUs or memory`);
-      const spec = respec(vm.spec, change);
+      const { window, ...resources } = change;
+      if (vm.state !== 'stopped') {
+        throw conflict(
+          window === undefined
+            ? `stop VM "${name}" to change its CPUs or memory`
+            : `stop VM "${name}" to turn its window ${window ? 'on' : 'off'}: QEMU opens its display only at start`,
+        );
+      }
+      const graphics =
+        window === undefined
+          ? vm.spec.graphics
+          : window
+            ? withWindow(vm.spec.graphics)
+            : withoutWindow(vm.spec.graphics, await renderNodes());
+      const spec = respec(vm.spec, { ...resources, graphics });
       await this.store.writeSpec(spec);
       vm.spec = spec;
       return this.info(name);

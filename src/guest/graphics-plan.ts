@@ -29,6 +29,8 @@ export interface Strategy {
 export interface PlanOptions {
   /** Offer the host's boot or only GPU too (single-GPU passthrough), with its caveats. */
   allowBootGpu?: boolean;
+  /** The host's own screen (a live fact: the daemon's WAYLAND_DISPLAY or DISPLAY), for VM windows. */
+  localDisplay?: string | undefined;
 }
 
 const labels = (devices: NonNullable<GraphicsChoice['hostDevices']>) =>
@@ -141,16 +143,24 @@ function slices(r: HostReport, guest: GuestFamily): Strategy[] {
   return out;
 }
 
-function virgl(r: HostReport, q: QemuFeatures, guest: GuestFamily): Strategy | undefined {
+/**
+ * virgl renders off-screen for the web console (egl-headless on the host's render GPU), or, where the
+ * host has a screen of its own and this QEMU draws windows, in a window there: its GL then runs on that
+ * screen's GPU with no copy back, and the web console still shows it.
+ */
+function virgl(r: HostReport, q: QemuFeatures, guest: GuestFamily, display?: string): Strategy | undefined {
   if (guest !== 'linux' || !q.virtioVgaGl || !q.displays.includes('egl-headless')) return undefined;
   const host = hostRenderGpu(r);
   const renderNode = host ? `/dev/dri/${host.renderNode}` : '/dev/null';
+  const windowed = display && q.displays.includes('gtk');
   return {
     kind: 'virtio-virgl',
-    graphics: { device: 'virtio-vga-gl', renderNode },
-    why: host
-      ? `The guest's OpenGL runs on the host's ${name(host)} through virgl; the host keeps its GPU`
-      : 'No host render node: virgl falls back to the host CPU (Mesa llvmpipe), which is slow but works',
+    graphics: windowed ? { device: 'virtio-vga-gl', window: true } : { device: 'virtio-vga-gl', renderNode },
+    why: windowed
+      ? `The guest's OpenGL runs through virgl on the GPU of this host's screen (${display}), in a window there and in the web console; the host keeps its GPU`
+      : host
+        ? `The guest's OpenGL runs on the host's ${name(host)} through virgl; the host keeps its GPU`
+        : 'No host render node: virgl falls back to the host CPU (Mesa llvmpipe), which is slow but works',
     tradeoff: `${q.gpuGlProperties.includes('venus') ? 'Vulkan through venus needs Mesa 24.2+ in the guest' : 'OpenGL only: this QEMU has no venus (Vulkan)'}; ${q.gpuGlProperties.includes('blob') && (r.udmabuf || q.gpuGlProperties.includes('hostmem')) ? 'blob resources possible' : 'no blob resources (needs /dev/udmabuf)'}; a fraction of native speed`,
   };
 }
@@ -217,7 +227,7 @@ export function planGraphics(
   intent: Intent,
   options: PlanOptions = {},
 ): Strategy[] {
-  const soft = virgl(r, q, guest);
+  const soft = virgl(r, q, guest, options.localDisplay);
   const all = [
     ...passthrough(r, options),
     ...slices(r, guest),

@@ -18,6 +18,8 @@ export interface LiveFacts {
   accel?: AccelDecision;
   qemu?: QemuFeatures;
   storage?: StorageFacts;
+  /** The host's own screen VM windows open on; false when the daemon has none. */
+  localDisplay?: string | false;
 }
 
 const GPU_NAMES: Record<Gpu['vendor'], string> = {
@@ -215,6 +217,7 @@ function liveFindings(live: LiveFacts): Finding[] {
             fix: 'apt-get install qemu-system-gui',
           },
     );
+    if (live.localDisplay !== undefined) out.push(displayFinding(live.localDisplay, q));
     if (!q.tools.swtpm)
       out.push({
         id: 'swtpm',
@@ -233,6 +236,30 @@ function liveFindings(live: LiveFacts): Finding[] {
       });
   }
   return out;
+}
+
+/** Whether VMs can show in windows on this host's own screen, as well as in the web console. */
+function displayFinding(display: string | false, q: QemuFeatures): Finding {
+  if (!display) {
+    return {
+      id: 'local-display',
+      level: 'ok',
+      title:
+        "No screen of the host's own for VM windows: VMs show in the web console (3D rendered off-screen)",
+    };
+  }
+  return q.displays.includes('gtk')
+    ? {
+        id: 'local-display',
+        level: 'ok',
+        title: `VMs can also show in windows on this host's screen (${display}), 3D drawn there (gtk, GL)`,
+      }
+    : {
+        id: 'local-display',
+        level: 'warn',
+        title: `This host has a screen (${display}) but QEMU cannot draw windows on it`,
+        fix: 'apt-get install qemu-system-gui',
+      };
 }
 
 /** Every finding for a host, in reading order. Pure: the same report gives the same findings. */

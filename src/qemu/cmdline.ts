@@ -127,23 +127,44 @@ const mdevScreen = (spec: VmSpec): boolean =>
 /** Whether the VM has a screen for the VNC console. */
 export const hasScreen = (spec: VmSpec): boolean => spec.graphics.device !== 'none' || mdevScreen(spec);
 
-/** GL devices need a GL-capable display: egl-headless renders off-screen (`-display none` refuses them). */
+/**
+ * GL devices need a GL-capable display: egl-headless renders off-screen (`-display none` refuses
+ * them), a window renders on its screen's GPU. Closing the window must not end the VM
+ * (window-close=off): the daemon owns its life.
+ */
+const display = (spec: VmSpec, gl: boolean): string[] => [
+  '-display',
+  spec.graphics.window
+    ? opts('gtk', { gl: gl ? 'on' : 'off', 'window-close': 'off' })
+    : gl
+      ? opts('egl-headless', { rendernode: spec.graphics.renderNode })
+      : 'none',
+];
+
+/**
+ * QEMU's environment. A window's GTK would start the accessibility bus (at-spi) through D-Bus
+ * autolaunch, a process the sandbox forbids (spawn=deny kills QEMU): the bridge stays off.
+ */
+export const qemuEnv = (spec: VmSpec, env: NodeJS.ProcessEnv): NodeJS.ProcessEnv =>
+  spec.graphics.window ? { ...env, NO_AT_BRIDGE: '1' } : env;
+
 const graphics = ({ spec, files }: LaunchPlan): string[] => {
-  const { device, renderNode, features = [] } = spec.graphics;
-  // The screen is served over VNC; with egl-headless it shows the GL-rendered frames.
+  const { device, features = [] } = spec.graphics;
+  // The screen is served over VNC; with a GL display it shows the GL-rendered frames.
   const vnc = ['-vnc', `unix:${escapeOptValue(files.vnc)}`];
-  if (device === 'none')
-    return mdevScreen(spec)
-      ? ['-display', opts('egl-headless', { rendernode: renderNode }), ...vnc]
-      : ['-display', 'none'];
+  if (device === 'none') return mdevScreen(spec) ? [...display(spec, true), ...vnc] : ['-display', 'none'];
   if (device === 'vga' || device === 'virtio-vga')
-    return ['-device', opts(device === 'vga' ? 'VGA' : device, { id: 'gpu0' }), '-display', 'none', ...vnc];
+    return [
+      '-device',
+      opts(device === 'vga' ? 'VGA' : device, { id: 'gpu0' }),
+      ...display(spec, false),
+      ...vnc,
+    ];
   const flags = Object.fromEntries(features.map((f) => [f, true]));
   return [
     '-device',
     opts(device, { id: 'gpu0', ...flags, ...(features.length ? { hostmem: '4G' } : {}) }),
-    '-display',
-    opts('egl-headless', { rendernode: renderNode }),
+    ...display(spec, true),
     ...vnc,
   ];
 };

@@ -13,10 +13,11 @@ export function spawnDetached(
   onExit?: () => void,
   /** Open files the process gets as fd 3, 4, … (macvtaps for QEMU). */
   fds: number[] = [],
+  env: NodeJS.ProcessEnv = process.env,
 ): number {
   const log = openSync(logFile, 'a', 0o640);
   try {
-    const child = spawn(binary, args, { detached: true, stdio: ['ignore', log, log, ...fds] });
+    const child = spawn(binary, args, { detached: true, stdio: ['ignore', log, log, ...fds], env });
     if (child.pid === undefined) throw new Error(`cannot start ${binary}`);
     child.on('error', () => {
       /* reported by the caller through the missing QMP socket and the log */

@@ -219,10 +219,23 @@ export const graphicsSpec = z
     features: z.array(z.enum(['blob', 'venus', 'drm_native_context'])).optional(),
     /** GPU hardware of the host, beside the display device (which stays the VM's console). */
     hostDevices: z.array(hostDeviceSpec).min(1).max(4).optional(),
+    /**
+     * Also show the screen in a window on the host's own display (QEMU's gtk UI, GL on the display's
+     * GPU for GL devices); the web console keeps working beside it.
+     */
+    window: z.boolean().optional(),
   })
   .refine((g) => !g.features?.length || g.device === 'virtio-gpu-gl-pci', {
     message: 'features need device virtio-gpu-gl-pci',
     path: ['features'],
+  })
+  .refine((g) => !g.window || g.device !== 'none', {
+    message: 'a window needs a display device (graphics device none has no screen)',
+    path: ['window'],
+  })
+  .refine((g) => !g.window || !g.renderNode, {
+    message: "a window renders on its screen's GPU: drop renderNode (it picks the off-screen renderer's GPU)",
+    path: ['window'],
   });
 
 /** What a user chooses; the daemon adds identity (uuid, createdAt) to make a VmSpec. */

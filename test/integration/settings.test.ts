@@ -52,6 +52,10 @@ describe("a VM's CPUs and memory (PATCH /v1/vms/NAME, the web UI's settings)", (
     expect(memory.status).toBe(400);
     expect(memory.body.error?.message).toMatch(/^memory: /);
     expect((await patch({ disks: [] })).status).toBe(400);
+    // box has no screen (graphics none): nothing to show in a window.
+    const window = await patch({ window: true });
+    expect(window.status).toBe(400);
+    expect(window.body.error?.message).toMatch(/^graphics\.window: a window needs a display device/);
     expect((await json<Vm>(h, ['status', 'box'])).spec).toMatchObject({ cpus: 2, memory: '320M' });
   });
 

@@ -335,6 +335,19 @@ describe('bundle layout and replanning', () => {
     expect(soft.changes.find((c) => c.what.startsWith('graphics'))!.why).toMatch(/llvmpipe/);
   });
 
+  it("keeps a VM's window where this host has a screen, else shows it in the web console only", () => {
+    const { spec } = bundleLayout(base({ graphics: { device: 'virtio-vga-gl', window: true } }), '/x');
+    const id = identity('m');
+    const shown = replan(spec, host({ localDisplay: 'X11 :0' }), id);
+    expect(shown.spec.graphics).toEqual({ device: 'virtio-vga-gl', window: true });
+    expect(shown.changes.map((c) => c.what)).not.toContain('graphics: web console only, no window');
+    const headless = replan(spec, host({ renderNodes: [] }), id);
+    expect(headless.spec.graphics).toEqual({ device: 'virtio-vga-gl', renderNode: '/dev/null' });
+    expect(headless.changes.find((c) => c.what === 'graphics: web console only, no window')!.why).toMatch(
+      /no screen of its own .*WAYLAND_DISPLAY nor DISPLAY/,
+    );
+  });
+
   it('drops host GPU hardware absent here for a display every guest drives; keeps it on its own host', () => {
     const card = base({
       graphics: {

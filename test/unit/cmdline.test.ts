@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { wireNics } from '../../src/net/wiring.js';
-import { buildQemuArgs, type LaunchPlan } from '../../src/qemu/cmdline.js';
+import { buildQemuArgs, qemuEnv, type LaunchPlan } from '../../src/qemu/cmdline.js';
 import { escapeOptValue, opts, parseOpts, QemuOptError } from '../../src/qemu/opts.js';
 import { parseSpec, SpecError, type VmSpec } from '../../src/spec/schema.js';
 import { MS_SECURE_BOOT } from '../fixtures/firmware-choice.js';
@@ -106,6 +106,28 @@ describe('QEMU command line', () => {
       '-device virtio-vga,id=gpu0 -display none -vnc unix:/run/phyllome/vms/demo/vnc.sock',
     );
     expect(twoD.join(' ')).not.toContain('egl-headless');
+  });
+
+  it("shows a screen in a window on the host's display when asked, GL for GL devices, VNC beside it", () => {
+    const windowed = (graphics: object) =>
+      buildQemuArgs(
+        plan(parseSpec({ ...identity, name: 'w', graphics: { ...graphics, window: true } })),
+      ).join(' ');
+    expect(windowed({ device: 'virtio-vga-gl' })).toContain(
+      '-device virtio-vga-gl,id=gpu0 -display gtk,gl=on,window-close=off -vnc unix:/run/phyllome/vms/demo/vnc.sock',
+    );
+    expect(windowed({ device: 'vga' })).toContain(
+      '-device VGA,id=gpu0 -display gtk,gl=off,window-close=off -vnc unix:',
+    );
+    const env = { PATH: '/usr/bin' };
+    const spec = (window: boolean) =>
+      parseSpec({ ...identity, name: 'w', graphics: { device: 'vga', window } });
+    expect(qemuEnv(spec(true), env)).toEqual({ PATH: '/usr/bin', NO_AT_BRIDGE: '1' });
+    expect(qemuEnv(spec(false), env)).toBe(env);
+    expect(() => windowed({ device: 'none' })).toThrow(/graphics.window: a window needs a display device/);
+    expect(() => windowed({ device: 'virtio-vga-gl', renderNode: '/dev/dri/renderD128' })).toThrow(
+      /graphics.window: a window renders on its screen's GPU: drop renderNode/,
+    );
   });
 
   it('shares guest RAM through memfd for blob, venus and native contexts', async () => {

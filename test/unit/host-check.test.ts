@@ -3,8 +3,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { planGraphics } from '../../src/guest/graphics-plan.js';
+import { localDisplay } from '../../src/host/display.js';
 import { hostFindings } from '../../src/host/findings.js';
 import { readHost } from '../../src/host/report.js';
+import { withoutWindow, withWindow } from '../../src/spec/window.js';
 import { QEMU_72 } from '../fixtures/qemu.js';
 
 let root: string;
@@ -109,5 +111,56 @@ describe('host check on partial and broken roots', () => {
     expect(hostFindings(report).find((f) => f.id === 'vgpu-0000:41:00.4')?.title).toMatch(
       /NVIDIA A10-4Q, NVIDIA A10-6Q/,
     );
+  });
+});
+
+describe("VM windows on the host's own screen", () => {
+  it('names the screen from the environment, Wayland first', () => {
+    expect(localDisplay({})).toBeUndefined();
+    expect(localDisplay({ DISPLAY: ':0' })).toBe('X11 :0');
+    expect(localDisplay({ DISPLAY: ':0', WAYLAND_DISPLAY: 'wayland-0' })).toBe('Wayland wayland-0');
+  });
+
+  it('plans virgl in a window where there is a screen and QEMU draws windows, off-screen otherwise', async () => {
+    const report = await readHost(root);
+    const virgl = (q: typeof QEMU_72, localDisplay?: string) =>
+      planGraphics(report, q, 'linux', 'desktop', { localDisplay }).find((s) => s.kind === 'virtio-virgl')!;
+    expect(virgl(QEMU_72).graphics).toEqual({ device: 'virtio-vga-gl', renderNode: '/dev/null' });
+    const shown = virgl(QEMU_72, 'X11 :0');
+    expect(shown.graphics).toEqual({ device: 'virtio-vga-gl', window: true });
+    expect(shown.why).toMatch(/screen \(X11 :0\), in a window there and in the web console/);
+    const noGtk = { ...QEMU_72, displays: QEMU_72.displays.filter((d) => d !== 'gtk') };
+    expect(virgl(noGtk, 'X11 :0').graphics).toEqual({ device: 'virtio-vga-gl', renderNode: '/dev/null' });
+    // Windows guests keep their honest 2D: a window does not give them 3D.
+    expect(planGraphics(report, QEMU_72, 'windows', 'desktop', { localDisplay: 'X11 :0' })).toEqual(
+      planGraphics(report, QEMU_72, 'windows', 'desktop'),
+    );
+  });
+
+  it('says in the live check whether VMs can show in windows here', async () => {
+    const report = await readHost(root);
+    const finding = (localDisplay: string | false, qemu = QEMU_72) =>
+      hostFindings(report, { qemu, localDisplay }).find((f) => f.id === 'local-display');
+    expect(finding(false)).toMatchObject({ level: 'ok', title: expect.stringMatching(/web console/) });
+    expect(finding('Wayland wayland-0')).toMatchObject({
+      level: 'ok',
+      title: expect.stringMatching(/windows on this host's screen \(Wayland wayland-0\)/),
+    });
+    expect(finding('X11 :1', { ...QEMU_72, displays: ['none', 'egl-headless'] })).toMatchObject({
+      level: 'warn',
+      fix: 'apt-get install qemu-system-gui',
+    });
+    expect(hostFindings(report).some((f) => f.id === 'local-display')).toBe(false);
+  });
+
+  it('turns a window on and off: the off-screen renderer gets a render node back', () => {
+    const gl = { device: 'virtio-vga-gl' as const, renderNode: '/dev/dri/renderD128' };
+    expect(withWindow(gl)).toEqual({ device: 'virtio-vga-gl', window: true });
+    expect(withoutWindow(withWindow(gl), ['/dev/dri/renderD129'])).toEqual({
+      device: 'virtio-vga-gl',
+      renderNode: '/dev/dri/renderD129',
+    });
+    expect(withoutWindow(withWindow(gl), [])).toEqual({ device: 'virtio-vga-gl', renderNode: '/dev/null' });
+    expect(withoutWindow({ device: 'vga', window: true }, [])).toEqual({ device: 'vga' });
   });
 });

@@ -1,4 +1,4 @@
-import { Button, DescriptionList, Flex, Form, FormGroup, TextInput } from '@patternfly/react-core';
+import { Button, Checkbox, DescriptionList, Flex, Form, FormGroup, TextInput } from '@patternfly/react-core';
 import { useState } from 'react';
 import type { Vm } from './api.js';
 import { Term } from './Controls.js';
@@ -8,18 +8,20 @@ const firmwareText = (f: Vm['spec']['firmware']) =>
   f.type === 'bios' ? 'BIOS' : `UEFI${f.secureBoot ? ' with Secure Boot' : ''}`;
 
 /**
- * What a VM is made of. CPUs and memory change while it is stopped (forwards and host loopback are
- * on the Network tab); the devices are fixed at creation (no route changes them), so they are shown.
+ * What a VM is made of. CPUs, memory and a window on the host's screen change while it is stopped
+ * (forwards and host loopback are on the Network tab); the devices are fixed at creation (no route
+ * changes them), so they are shown.
  */
 export function Settings({ vm, changed }: { vm: Vm; changed: () => void }) {
   const base = `/v1/vms/${encodeURIComponent(vm.name)}`;
   const info = useResource<Vm>(base, vm.state);
-  const [resources, setResources] = useState<{ cpus?: string; memory?: string }>({});
+  const [resources, setResources] = useState<{ cpus?: string; memory?: string; window?: boolean }>({});
   const spec = info.data?.spec;
   const save = async () => {
     const body = {
       ...(resources.cpus ? { cpus: Number(resources.cpus) } : {}),
       ...(resources.memory ? { memory: resources.memory } : {}),
+      ...(resources.window !== undefined ? { window: resources.window } : {}),
     };
     if (await info.change('PATCH', base, body)) {
       setResources({});
@@ -33,7 +35,10 @@ export function Settings({ vm, changed }: { vm: Vm; changed: () => void }) {
           <Term term="OS" value={spec.os ?? '-'} />
           <Term term="Machine" value={spec.machine} />
           <Term term="Firmware" value={firmwareText(spec.firmware)} />
-          <Term term="Graphics" value={spec.graphics.device} />
+          <Term
+            term="Graphics"
+            value={`${spec.graphics.device}${spec.graphics.window ? ", also in a window on the host's screen" : ''}`}
+          />
           <Term
             term="NICs"
             value={spec.nics.map((n) => `${n.model} on ${n.net.type}`).join(', ') || 'none'}
@@ -67,14 +72,28 @@ export function Settings({ vm, changed }: { vm: Vm; changed: () => void }) {
                 onChange={(_e, memory) => setResources({ ...resources, memory })}
               />
             </FormGroup>
+            {spec.graphics.device !== 'none' && (
+              <Checkbox
+                id="set-window"
+                label="Also in a window on the host's screen"
+                description="The daemon needs a graphical session; 3D is drawn there"
+                isDisabled={vm.state !== 'stopped'}
+                isChecked={resources.window ?? !!spec.graphics.window}
+                onChange={(_e, window) => setResources({ ...resources, window })}
+              />
+            )}
             <Button
               type="submit"
-              isDisabled={vm.state !== 'stopped' || info.busy || (!resources.cpus && !resources.memory)}
+              isDisabled={
+                vm.state !== 'stopped' ||
+                info.busy ||
+                (!resources.cpus && !resources.memory && resources.window === undefined)
+              }
             >
               Save
             </Button>
           </Flex>
-          {vm.state !== 'stopped' && <p>Stop the VM to change its CPUs or memory.</p>}
+          {vm.state !== 'stopped' && <p>Stop the VM to change its CPUs, memory or window.</p>}
         </Form>
       )}
     </>

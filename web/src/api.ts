@@ -9,7 +9,7 @@ export interface Vm {
     os?: string;
     machine: string;
     firmware: { type: string; secureBoot?: boolean };
-    graphics: { device: string };
+    graphics: { device: string; window?: boolean };
     nics: {
       model: string;
       net: { type: string; hostLoopback?: boolean; bridge?: string; network?: string; device?: string };
