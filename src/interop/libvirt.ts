@@ -242,12 +242,15 @@ export function specToDomainXml(spec: VmSpec, opts: ExportOptions): DomainXml {
   const g = spec.graphics;
   if (g.device !== 'none') {
     const gl = g.device === 'virtio-vga-gl' || g.device === 'virtio-gpu-gl-pci';
-    // The screen on a Unix socket, as Phyllome serves it: nothing listens on the network.
+    // The screen on a Unix socket, as Phyllome serves it: nothing listens on the network. libvirt
+    // has no GTK display: a window on the host's screen is its SDL one.
     devices.graphics = [
       { '@type': 'vnc', listen: { '@type': 'socket' } },
-      ...(gl
-        ? [{ '@type': 'egl-headless', ...(g.renderNode ? { gl: { '@rendernode': g.renderNode } } : {}) }]
-        : []),
+      ...(g.window
+        ? [{ '@type': 'sdl', ...(gl ? { gl: { '@enable': 'yes' } } : {}) }]
+        : gl
+          ? [{ '@type': 'egl-headless', ...(g.renderNode ? { gl: { '@rendernode': g.renderNode } } : {}) }]
+          : []),
     ];
     devices.video = {
       model: {
@@ -853,11 +856,13 @@ function mapGraphics(devices: El | undefined, notes: Notes): unknown {
   const videoType = attr(video, 'type') ?? (graphics.length ? 'vga' : 'none');
   const accel3d = isOn(attr(kid(video, 'acceleration'), 'accel3d'));
   const glOn = graphics.map((g) => kid(g, 'gl')).find((gl) => gl && attr(gl, 'enable') !== 'no');
-  const renderNode = attr(glOn, 'rendernode');
+  // A window on the host's screen (SDL in libvirt, GTK in Phyllome) draws GL on that screen's GPU.
+  const window = graphics.some((g) => attr(g, 'type') === 'sdl');
+  const renderNode = window ? undefined : attr(glOn, 'rendernode');
   for (const g of graphics) {
     const t = attr(g, 'type') ?? '?';
     if (t === 'spice') notes.add(`The SPICE display became VNC: ${NO_SPICE}.`);
-    else if (t !== 'vnc' && t !== 'egl-headless')
+    else if (t !== 'vnc' && t !== 'egl-headless' && t !== 'sdl')
       notes.add(`The ${t} display is not mapped: Phyllome serves the screen over VNC.`);
     if (attr(g, 'passwd'))
       notes.add(
@@ -866,18 +871,19 @@ function mapGraphics(devices: El | undefined, notes: Notes): unknown {
   }
   if (kids(devices, 'video').length > 1)
     notes.add('Only the first video device is mapped: Phyllome VMs have one.');
+  const shown = window ? { window: true } : {};
   switch (videoType) {
     case 'none':
       return { device: 'none' };
     case 'vga':
-      return { device: 'vga' };
+      return { device: 'vga', ...shown };
     case 'virtio':
       return accel3d || glOn
-        ? { device: 'virtio-vga-gl', ...(renderNode ? { renderNode } : {}) }
-        : { device: 'virtio-vga' };
+        ? { device: 'virtio-vga-gl', ...(renderNode ? { renderNode } : {}), ...shown }
+        : { device: 'virtio-vga', ...shown };
     default:
       notes.add(`Video ${videoType} became VGA, which every OS drives: Phyllome offers VGA and virtio-gpu.`);
-      return { device: 'vga' };
+      return { device: 'vga', ...shown };
   }
 }
 

@@ -267,6 +267,18 @@ describe('libvirt export', () => {
     ]);
   });
 
+  it("writes a window on the host's screen as libvirt's SDL display with GL, and reads it back", async () => {
+    const shown = parseSpec({ ...vm, name: 'shown', graphics: { device: 'virtio-vga-gl', window: true } });
+    const { xml } = specToDomainXml(shown, { accel: 'kvm' });
+    await expect(xml).toMatchFileSnapshot('../golden/libvirt-export-window.xml');
+    expect(importXml(xml).spec.graphics).toEqual({ device: 'virtio-vga-gl', window: true });
+    const flat = specToDomainXml(parseSpec({ ...shown, graphics: { device: 'vga', window: true } }), {
+      accel: 'kvm',
+    });
+    expect(flat.xml).toMatch(/<graphics type="sdl"\/>|<graphics type="sdl"><\/graphics>/);
+    expect(importXml(flat.xml).spec.graphics).toEqual({ device: 'vga', window: true });
+  });
+
   it('writes host GPU hardware as hostdevs libvirt binds itself; a mediated device is left to mdevctl', async () => {
     const gpu = parseSpec({
       ...identity,
