@@ -289,6 +289,11 @@ export function specToKubevirt(spec: VmSpec, opts: KubevirtOptions): KubevirtExp
   if (spec.graphics.device === 'virtio-vga-gl' || spec.graphics.device === 'virtio-gpu-gl-pci') {
     notes.push(`Graphics ${spec.graphics.device} (3D) becomes KubeVirt's 2D display: it has no virgl.`);
   }
+  if (spec.graphics.window) {
+    notes.push(
+      "The window on the host's screen is left out: a cluster's VMs show through VNC (virtctl vnc).",
+    );
+  }
   if (spec.graphics.hostDevices) {
     notes.push(
       `Host GPU hardware (${spec.graphics.hostDevices.map((d) => d.address).join(', ')}) is left out: KubeVirt hands out GPUs by resource name (devices.gpus, with a deviceName the cluster permits in permittedHostDevices); add one there.`,

@@ -173,9 +173,12 @@ describe('KubeVirt export', () => {
       name: 'old',
       machine: 'pc',
       disks: [{ path: '/old.img', format: 'raw', bus: 'ide' }],
-      graphics: { device: 'virtio-vga-gl' },
+      graphics: { device: 'virtio-vga-gl', window: true },
     });
     const out = specToKubevirt(old, { images: images(old) });
+    expect(out.notes).toContain(
+      "The window on the host's screen is left out: a cluster's VMs show through VNC (virtctl vnc).",
+    );
     expect(out.notes.join('\n')).toMatch(/Machine pc \(i440fx\) becomes q35.*IDE.*SATA/);
     expect(out.notes.join('\n')).toMatch(/virtio-vga-gl \(3D\) becomes KubeVirt's 2D display/);
     const gpu = parseSpec({
