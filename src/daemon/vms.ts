@@ -768,7 +768,11 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
       throw e;
     }
     const args = buildQemuArgs({
-      spec,
+      // Off-screen GL with no render node named (a spec written by hand or for another host) renders on
+      // this host's first GPU, else on the CPU: egl-headless would not find one by itself.
+      spec: spec.graphics.window
+        ? spec
+        : { ...spec, graphics: withoutWindow(spec.graphics, await renderNodes()) },
       files,
       state,
       accel: decision.accel,

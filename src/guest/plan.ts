@@ -364,7 +364,9 @@ export function planGuest(req: PlanRequest, host: HostOffer): GuestPlan {
     choose('graphics', `${picked.kind}: ${picked.devices!.join(', ')}`, `chosen by you: ${picked.why}`);
     notes.push(...(picked.caveats ?? []));
   } else if (o.graphics) {
-    graphics = { device: o.graphics };
+    // The planner's own strategy for that device brings what it needs here: a render node, or a window.
+    graphics = host.graphics.find((s) => s.graphics.device === o.graphics && !s.graphics.hostDevices)
+      ?.graphics ?? { device: o.graphics };
     choose('graphics', o.graphics, 'chosen by you');
   } else if (machine === 'pc') {
     graphics = { device: 'vga' };

@@ -54,6 +54,20 @@ describe('virgl 3D without a GPU (Mesa llvmpipe on the host)', () => {
     expect(await json<Vm>(h, ['stop', 'gl'])).toMatchObject({ state: 'stopped', forced: false });
   });
 
+  it("renders off-screen 3D where the spec names no render node: on the host's GPU, else on the CPU", async () => {
+    const h = home();
+    await createGuest(h, 'bare', ['--graphics', 'virtio-vga-gl']);
+    expect((await json<Vm>(h, ['status', 'bare'])).spec.graphics).toEqual({ device: 'virtio-vga-gl' });
+    await ok(h, ['start', 'bare']);
+    await waitForReady(h, 'bare');
+    const log = await readFile(path.join(h.home, 'vms/bare/serial.log'), 'utf8');
+    expect(log).toMatch(/gpu: features: \+virgl/);
+    const { pid } = await json<Vm>(h, ['status', 'bare']);
+    const renderers = existsSync('/dev/dri') ? 'renderD' : '/dev/null';
+    expect((await argvOf(pid!))!.join(' ')).toContain(`egl-headless,rendernode=${renderers}`);
+    await ok(h, ['stop', 'bare', '--force']);
+  });
+
   it('gives a 2D guest a display device without virgl', async () => {
     const h = home();
     await createGuest(h, 'flat', ['--graphics', 'virtio-vga']);

@@ -225,4 +225,20 @@ describe('a host GPU named by the user (create --gpu)', () => {
       '--gpu 0000:01:00.0: this host offers no way to hand that GPU to this guest (it can hand over none); "phyllome host check" says why',
     );
   });
+
+  it("takes a graphics device chosen by the user as the planner's strategy for it, with what it needs here", () => {
+    const host = smallHost({ graphics: [virgl, twoD] });
+    const gl = plan('fedora40', host, { overrides: { graphics: 'virtio-vga-gl' } });
+    expect(gl.spec.graphics).toEqual(virgl.graphics);
+    const windowed = { ...virgl, graphics: { device: 'virtio-vga-gl' as const, window: true } };
+    expect(
+      plan('fedora40', smallHost({ graphics: [windowed, twoD] }), {
+        overrides: { graphics: 'virtio-vga-gl' },
+      }).spec.graphics,
+    ).toEqual({ device: 'virtio-vga-gl', window: true });
+    // One the planner does not offer here is taken as it is.
+    expect(plan('fedora40', host, { overrides: { graphics: 'vga' } }).spec.graphics).toEqual({
+      device: 'vga',
+    });
+  });
 });
