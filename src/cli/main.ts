@@ -434,7 +434,44 @@ disk
     await print(o.json, vm, () => `Resized ${id} of "${name}" to ${size}.`);
   });
 
-const net = program.command('net').description("a VM's user-mode networking: port forwards, host loopback");
+const net = program
+  .command('net')
+  .description("a VM's networking: its NICs, and user-mode port forwards and host loopback");
+net
+  .command('add')
+  .description('add a NIC to a stopped VM (user-mode by default; its NICs are listed by "phyllome status")')
+  .argument('<name>')
+  .option(
+    '--net <network>',
+    'user, bridge=BRIDGE, network=NAME or macvtap=NIC',
+    (v: string) => parseNet(v)[0]!,
+  )
+  .option(
+    '--model <model>',
+    "virtio-net-pci, e1000e, e1000 or rtl8139 (default: the model of the VM's first NIC)",
+    choiceOf('--model', ['virtio-net-pci', 'e1000e', 'e1000', 'rtl8139']),
+  )
+  .option('--mac <mac>', 'its MAC address (default: a new one in 52:54:00)')
+  .addOption(jsonOption)
+  .action(async (name: string, o: { net?: NetArg; model?: string; mac?: string; json?: boolean }) => {
+    const vm = await client.call<VmInfo>('POST', `${vmPath(name)}/nics`, {
+      ...(o.net ? { net: o.net } : {}),
+      ...(o.model ? { model: o.model } : {}),
+      ...(o.mac ? { mac: o.mac } : {}),
+    });
+    const n = vm.nics.at(-1)!;
+    await print(o.json, vm, () => `Added NIC ${n.index} to "${name}": ${n.model} ${n.mac} on ${n.network}.`);
+  });
+net
+  .command('remove')
+  .description('remove NIC INDEX of a stopped VM (the NICs after it move up one)')
+  .argument('<name>')
+  .argument('<index>', 'the NIC, as "phyllome status" numbers it', (v) => Number(v))
+  .addOption(jsonOption)
+  .action(async (name: string, index: number, o: { json?: boolean }) => {
+    const vm = await client.call<VmInfo>('DELETE', `${vmPath(name)}/nics/${index}`);
+    await print(o.json, vm, () => `Removed NIC ${index} from "${name}".`);
+  });
 const forward = net.command('forward').description('forward host ports to the guest');
 const nicOption = new Option('--nic <index>', 'the NIC (default: the first user-mode one)').argParser(Number);
 const nicQuery = (nic?: number) => (nic === undefined ? '' : `?nic=${nic}`);

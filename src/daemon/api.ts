@@ -15,6 +15,7 @@ import {
   diskBus,
   diskFields,
   forwardSpec,
+  netSpec,
   SpecError,
   vmSpec,
   pciAddress,
@@ -595,6 +596,34 @@ export async function buildApi(deps: ApiDeps) {
       },
     },
     (request) => manager.diskRemove(request.params.name, request.params.id),
+  );
+  api.post(
+    '/v1/vms/:name/nics',
+    {
+      schema: {
+        summary:
+          'Add a NIC to a stopped VM: user-mode unless net says otherwise; the model of its first NIC and a new MAC unless given',
+        params: nameParams,
+        body: z.strictObject({
+          model: z.enum(['virtio-net-pci', 'e1000e', 'e1000', 'rtl8139']).optional(),
+          mac: z.string().optional(),
+          net: netSpec.optional(),
+        }),
+        response: { 200: vmInfo, ...errors },
+      },
+    },
+    (request) => manager.nicAdd(request.params.name, request.body),
+  );
+  api.delete(
+    '/v1/vms/:name/nics/:index',
+    {
+      schema: {
+        summary: 'Remove a NIC of a stopped VM (the NICs after it move up)',
+        params: nameParams.extend({ index: z.coerce.number().int().min(0) }),
+        response: { 200: vmInfo, ...errors },
+      },
+    },
+    (request) => manager.nicRemove(request.params.name, request.params.index),
   );
   api.post(
     '/v1/vms/:name/disks/:id/resize',

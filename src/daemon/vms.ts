@@ -544,6 +544,54 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     }
   }
 
+  /**
+   * Adds a NIC to a stopped VM (QEMU's NICs are set at its start). It takes the model of the VM's
+   * first NIC, which the planner picked for the guest's drivers, and a new MAC, unless given.
+   */
+  nicAdd(
+    name: string,
+    nic: { model?: string | undefined; mac?: string | undefined; net?: unknown },
+  ): Promise<VmInfo> {
+    return this.withLock(name, 'nic add', async () => {
+      const vm = this.stoppedFor(name, 'add a NIC');
+      const model = nic.model ?? vm.spec.nics[0]?.model ?? 'virtio-net-pci';
+      const added = { model, net: nic.net ?? { type: 'user' }, ...(nic.mac ? { mac: nic.mac } : {}) };
+      const spec = respec(vm.spec, { nics: [...vm.spec.nics, added] as VmSpecInput['nics'] });
+      this.checkNetworks(spec);
+      await this.store.writeSpec(spec);
+      vm.spec = spec;
+      return this.info(name);
+    });
+  }
+
+  /** Removes NIC `index` of a stopped VM; the NICs after it move up one. */
+  nicRemove(name: string, index: number): Promise<VmInfo> {
+    return this.withLock(name, 'nic remove', async () => {
+      const vm = this.stoppedFor(name, 'remove a NIC');
+      const { nics } = vm.spec;
+      if (!nics[index]) {
+        throw new UserError(
+          nics.length
+            ? `VM "${name}" has NICs 0 to ${nics.length - 1}, not ${index}: see "phyllome status ${name}"`
+            : `VM "${name}" has no NICs`,
+          404,
+          'not-found',
+        );
+      }
+      const spec = respec(vm.spec, { nics: nics.filter((_, i) => i !== index) });
+      await this.store.writeSpec(spec);
+      vm.spec = spec;
+      return this.info(name);
+    });
+  }
+
+  /** A VM whose hardware may change: only a stopped one, since QEMU's devices are set at its start. */
+  private stoppedFor(name: string, what: string): Vm {
+    const vm = this.get(name);
+    if (vm.state !== 'stopped') throw conflict(`stop VM "${name}" to ${what}: QEMU sets its NICs at start`);
+    return vm;
+  }
+
   /** The VMs with a NIC on this private network, and which of them run. */
   usersOfNetwork(network: string): { vms: string[]; running: string[] } {
     const on = [...this.vms.values()].filter((vm) =>
