@@ -2,10 +2,12 @@ import { describe, expect, it } from 'vitest';
 import {
   changeNotice,
   emptyForward,
+  emptyNic,
   forwardText,
   networkBody,
   networkState,
   networkWarnings,
+  nicBody,
   nicRows,
   parseForwardDraft,
   type PrivateNetwork,
@@ -143,5 +145,29 @@ describe('the Networks page', () => {
     };
     expect(networkState(n)).toBe('up');
     expect(networkState({ ...n, up: false })).toBe('down (restart phyllomed to repair)');
+  });
+});
+
+describe('the add-NIC form', () => {
+  it('sends what phyllome net add sends, or says what is missing', () => {
+    expect(nicBody(emptyNic)).toEqual({ body: { net: { type: 'user' } } });
+    expect(nicBody({ kind: 'user', target: 'ignored', model: 'e1000e' })).toEqual({
+      body: { net: { type: 'user' }, model: 'e1000e' },
+    });
+    expect(nicBody({ kind: 'network', target: ' lab ', model: '' })).toEqual({
+      body: { net: { type: 'network', network: 'lab' } },
+    });
+    expect(nicBody({ kind: 'bridge', target: 'br0', model: 'virtio-net-pci' })).toEqual({
+      body: { net: { type: 'bridge', bridge: 'br0' }, model: 'virtio-net-pci' },
+    });
+    expect(nicBody({ kind: 'macvtap', target: 'eth0', model: '' })).toEqual({
+      body: { net: { type: 'macvtap', device: 'eth0' } },
+    });
+    expect(nicBody({ kind: 'bridge', target: '  ', model: '' })).toEqual({
+      error: 'name the host bridge, like br0',
+    });
+    expect(nicBody({ kind: 'network', target: '', model: '' })).toEqual({
+      error: 'pick a private network (make one on the Networks page)',
+    });
   });
 });

@@ -22,22 +22,30 @@ import { RowButton, Term } from './Controls.js';
 import {
   changeNotice,
   emptyForward,
+  emptyNic,
   forwardText,
+  NIC_TARGETS,
   networkWarnings,
+  nicBody,
   nicRows,
   parseForwardDraft,
   type Forward,
   type ForwardDraft,
   type NetChange,
+  type NicDraft,
+  type NicKind,
   type NicRow,
+  type PrivateNetwork,
   type VmNetInfo,
 } from './network.js';
+import { Confirm } from './Confirm.js';
 import { Problem, useResource } from './resource.js';
 import { TextField } from './TextField.js';
 
 /**
  * A VM's NICs, what each is plugged into and the guest's addresses on it; on user-mode NICs, the
- * port forwards (add, remove) and host-loopback access, as `phyllome net` changes them.
+ * port forwards (add, remove) and host-loopback access, as `phyllome net` changes them. NICs are
+ * added and removed while the VM is stopped (QEMU sets them at start).
  */
 export function Network({ vm }: { vm: Vm }) {
   const base = `/v1/vms/${encodeURIComponent(vm.name)}`;
@@ -48,7 +56,16 @@ export function Network({ vm }: { vm: Vm }) {
     setNotice(undefined);
     return r.change<NetChange>(method, path, body, (c) => setNotice(changeNotice(done, c, vm.name)));
   };
+  /** A NIC added or removed: the VM is stopped, so the guest sees it at its next start. */
+  const hardware = (method: string, path: string, body: unknown, done: string) => {
+    setNotice(undefined);
+    return r.change(method, `${base}/nics${path}`, body, () =>
+      setNotice(`${done}. The guest sees it from its next start.`),
+    );
+  };
   const rows = r.data ? nicRows(r.data) : [];
+  const stopped = vm.state === 'stopped';
+  const [removing, setRemoving] = useState<number | undefined>();
   return (
     <>
       <Problem error={r.error} clear={r.clearError} />
@@ -68,9 +85,20 @@ export function Network({ vm }: { vm: Vm }) {
       {r.data && rows.length === 0 && <p>{vm.name} has no NICs.</p>}
       {rows.map((nic) => (
         <section key={nic.index} aria-label={`NIC ${nic.index} of ${vm.name}`} className="pf-v6-u-mb-lg">
-          <Title headingLevel="h3" className="pf-v6-u-mt-md pf-v6-u-mb-sm">
-            NIC {nic.index}: {nic.network}
-          </Title>
+          <Flex alignItems={{ default: 'alignItemsCenter' }}>
+            <Title headingLevel="h3" className="pf-v6-u-mt-md pf-v6-u-mb-sm">
+              NIC {nic.index}: {nic.network}
+            </Title>
+            <Button
+              variant="secondary"
+              isDanger
+              aria-label={`Remove NIC ${nic.index}`}
+              isDisabled={!stopped || r.busy}
+              onClick={() => setRemoving(nic.index)}
+            >
+              Remove
+            </Button>
+          </Flex>
           <DescriptionList isHorizontal isCompact>
             <Term term="Model" value={nic.model} />
             <Term term="MAC" value={nic.mac} />
@@ -89,7 +117,147 @@ export function Network({ vm }: { vm: Vm }) {
           )}
         </section>
       ))}
+      {removing !== undefined && (
+        <Confirm
+          title={`Remove NIC ${removing} of ${vm.name}?`}
+          action="Remove"
+          onConfirm={() => {
+            void hardware('DELETE', `/${removing}`, undefined, `Removed NIC ${removing}`);
+            setRemoving(undefined);
+          }}
+          onCancel={() => setRemoving(undefined)}
+        >
+          The guest loses that network card at its next start; its MAC goes with it. The NICs after it move up
+          one.
+        </Confirm>
+      )}
+      <AddNic
+        stopped={stopped}
+        busy={r.busy}
+        add={(body) => hardware('POST', '', body, `Added a NIC to "${vm.name}"`)}
+      />
     </>
+  );
+}
+
+const KINDS: { kind: NicKind; label: string }[] = [
+  { kind: 'user', label: 'User-mode networking (no root needed)' },
+  { kind: 'network', label: 'A private network' },
+  { kind: 'bridge', label: 'A host bridge' },
+  { kind: 'macvtap', label: "A host NIC's LAN (macvtap)" },
+];
+const MODELS = ['virtio-net-pci', 'e1000e', 'e1000', 'rtl8139'];
+
+/** A form's line under its fields: what is wrong with it, else how it works. */
+function Hint({ error, help }: { error: string | undefined; help: string }) {
+  return (
+    <FormHelperText>
+      <HelperText>
+        <HelperTextItem variant={error ? 'error' : 'default'}>{error ?? help}</HelperTextItem>
+      </HelperText>
+    </FormHelperText>
+  );
+}
+
+/** A labelled select of the add-NIC form. */
+function Choice(c: {
+  id: string;
+  label: string;
+  value: string;
+  options: { value: string; label: string }[];
+  onChange: (value: string) => void;
+  disabled: boolean;
+}) {
+  return (
+    <FormGroup label={c.label} fieldId={c.id}>
+      <FormSelect id={c.id} value={c.value} isDisabled={c.disabled} onChange={(_e, v) => c.onChange(v)}>
+        {c.options.map((o) => (
+          <FormSelectOption key={o.value} value={o.value} label={o.label} />
+        ))}
+      </FormSelect>
+    </FormGroup>
+  );
+}
+
+/** The form that adds a NIC, as `phyllome net add` does; only while the VM is stopped. */
+function AddNic(props: {
+  stopped: boolean;
+  busy: boolean;
+  add: (body: Record<string, unknown>) => Promise<boolean>;
+}) {
+  const [draft, setDraft] = useState<NicDraft>(emptyNic);
+  const [invalid, setInvalid] = useState<string | undefined>();
+  const networks = useResource<PrivateNetwork[]>('/v1/networks');
+  const submit = async () => {
+    const parsed = nicBody(draft);
+    if ('error' in parsed) return setInvalid(parsed.error);
+    setInvalid(undefined);
+    if (await props.add(parsed.body)) setDraft(emptyNic);
+  };
+  const target = draft.kind === 'user' ? undefined : NIC_TARGETS[draft.kind];
+  return (
+    <Form
+      aria-label="Add a NIC"
+      onSubmit={(e) => {
+        e.preventDefault();
+        void submit();
+      }}
+    >
+      <Title headingLevel="h3" className="pf-v6-u-mt-md">
+        Add a NIC
+      </Title>
+      <Flex alignItems={{ default: 'alignItemsFlexEnd' }}>
+        <Choice
+          disabled={!props.stopped}
+          id="nic-kind"
+          label="Plugged into"
+          value={draft.kind}
+          options={KINDS.map((k) => ({ value: k.kind, label: k.label }))}
+          onChange={(v) => setDraft({ ...draft, kind: v as NicKind, target: '' })}
+        />
+        {target && draft.kind === 'network' && (
+          <Choice
+            disabled={!props.stopped}
+            id="nic-target"
+            label={target.label}
+            value={draft.target}
+            options={[
+              { value: '', label: 'Pick one' },
+              ...(networks.data ?? []).map((n) => ({ value: n.name, label: `${n.name} (${n.subnet})` })),
+            ]}
+            onChange={(v) => setDraft({ ...draft, target: v })}
+          />
+        )}
+        {target && draft.kind !== 'network' && (
+          <TextField
+            id="nic-target"
+            label={target.label}
+            value={draft.target}
+            isDisabled={!props.stopped}
+            onChange={(v) => setDraft({ ...draft, target: v })}
+          />
+        )}
+        <Choice
+          disabled={!props.stopped}
+          id="nic-model"
+          label="Model"
+          value={draft.model}
+          options={[{ value: '', label: 'As the first NIC' }, ...MODELS.map((m) => ({ value: m, label: m }))]}
+          onChange={(v) => setDraft({ ...draft, model: v })}
+        />
+        <Button type="submit" isDisabled={!props.stopped || props.busy}>
+          Add NIC
+        </Button>
+      </Flex>
+      <Hint
+        error={invalid}
+        help={
+          props.stopped
+            ? 'It gets a new MAC. Bridges and host NICs need phyllomed to run as root.'
+            : 'Stop the VM to add or remove NICs: QEMU sets them at start.'
+        }
+      />
+    </Form>
   );
 }
 
@@ -179,14 +347,10 @@ function UserNic(props: {
             Add forward
           </Button>
         </Flex>
-        <FormHelperText>
-          <HelperText>
-            <HelperTextItem variant={invalid ? 'error' : 'default'}>
-              {invalid ??
-                'The host port listens on 127.0.0.1 only, for this host alone, unless public: then the LAN reaches it too.'}
-            </HelperTextItem>
-          </HelperText>
-        </FormHelperText>
+        <Hint
+          error={invalid}
+          help="The host port listens on 127.0.0.1 only, for this host alone, unless public: then the LAN reaches it too."
+        />
       </Form>
       <Table aria-label={`Port forwards of NIC ${index}`} variant="compact">
         <Thead>

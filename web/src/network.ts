@@ -116,3 +116,36 @@ export function networkBody(d: { name: string; subnet: string; nat: boolean }) {
   const subnet = d.subnet.trim();
   return { name: d.name.trim(), ...(subnet ? { subnet } : {}), ...(d.nat ? { nat: true } : {}) };
 }
+
+/** What a new NIC plugs into, as the add-NIC form offers it (the CLI's --net). */
+export type NicKind = 'user' | 'network' | 'bridge' | 'macvtap';
+
+/** The add-NIC form: text as typed; an empty model means the VM's first NIC's. */
+export interface NicDraft {
+  kind: NicKind;
+  /** The private network, host bridge or host NIC, by kind; unused for user-mode. */
+  target: string;
+  model: string;
+}
+
+export const emptyNic: NicDraft = { kind: 'user', target: '', model: '' };
+
+/** What the form asks for each kind's target, in words that say what to type. */
+export const NIC_TARGETS: Record<Exclude<NicKind, 'user'>, { label: string; missing: string }> = {
+  network: { label: 'Private network', missing: 'pick a private network (make one on the Networks page)' },
+  bridge: { label: 'Host bridge', missing: 'name the host bridge, like br0' },
+  macvtap: { label: 'Host NIC', missing: 'name the host NIC whose LAN it joins, like eth0' },
+};
+
+/**
+ * Pure: the form as POST /v1/vms/NAME/nics takes it, or what is missing. The daemon checks names and
+ * that a network exists, so its refusal is the one shown for those.
+ */
+export function nicBody(d: NicDraft): { body: Record<string, unknown> } | { error: string } {
+  const model = d.model ? { model: d.model } : {};
+  if (d.kind === 'user') return { body: { net: { type: 'user' }, ...model } };
+  const target = d.target.trim();
+  if (!target) return { error: NIC_TARGETS[d.kind].missing };
+  const key = d.kind === 'macvtap' ? 'device' : d.kind;
+  return { body: { net: { type: d.kind, [key]: target }, ...model } };
+}
