@@ -9,6 +9,7 @@ import { nicsFor, parseNet, type NetArg } from './net-args.js';
 import { formatForward, parseForward } from '../net/wiring.js';
 import type { ForwardSpec, GraphicsSpec } from '../spec/schema.js';
 import { withWindow } from '../spec/window.js';
+import { NIC_MODELS } from '../spec/nics.js';
 
 const client = new Client();
 const vmPath = (name: string) => `/v1/vms/${encodeURIComponent(name)}`;
@@ -124,11 +125,7 @@ program
   .option('--no-tpm', 'no TPM, even where the plan would add one')
   .option('--machine <type>', 'q35 or pc', choiceOf('--machine', ['q35', 'pc']))
   .option('--disk-bus <bus>', 'virtio, sata or ide', choiceOf('--disk-bus', ['virtio', 'sata', 'ide']))
-  .option(
-    '--nic <model>',
-    'virtio-net-pci, e1000e, e1000, rtl8139 or none',
-    choiceOf('--nic', ['virtio-net-pci', 'e1000e', 'e1000', 'rtl8139', 'none']),
-  )
+  .option('--nic <model>', `${NIC_MODELS.join(', ')} or none`, choiceOf('--nic', [...NIC_MODELS, 'none']))
   .option(
     '--net <network>',
     'user (default: passt, else QEMU user networking), bridge=BRIDGE, network=NAME or macvtap=NIC; repeatable, one NIC each',
@@ -448,8 +445,8 @@ net
   )
   .option(
     '--model <model>',
-    "virtio-net-pci, e1000e, e1000 or rtl8139 (default: the model of the VM's first NIC)",
-    choiceOf('--model', ['virtio-net-pci', 'e1000e', 'e1000', 'rtl8139']),
+    `${NIC_MODELS.join(', ')} (default: the model of the VM's first NIC)`,
+    choiceOf('--model', NIC_MODELS),
   )
   .option('--mac <mac>', 'its MAC address (default: a new one in 52:54:00)')
   .addOption(jsonOption)

@@ -21,6 +21,7 @@ import {
   pciAddress,
   vmSpecInputFields,
 } from '../spec/schema.js';
+import { NIC_MODELS } from '../spec/nics.js';
 import type { GuestPlanner } from './planning.js';
 import { BusyError } from './lock.js';
 import { UserError } from './errors.js';
@@ -163,7 +164,7 @@ const planBody = z.strictObject({
       firmware: z.enum(['bios', 'uefi', 'uefi-secure']).optional(),
       tpm: z.boolean().optional(),
       diskBus: diskBus.optional(),
-      nic: z.enum(['virtio-net-pci', 'e1000e', 'e1000', 'rtl8139', 'none']).optional(),
+      nic: z.enum([...NIC_MODELS, 'none']).optional(),
       input: z.enum(['ps2', 'usb-tablet', 'virtio-tablet']).optional(),
       sound: z.enum(['none', 'ich9-intel-hda', 'ac97']).optional(),
       graphics: z.enum(['none', 'vga', 'virtio-vga', 'virtio-vga-gl', 'virtio-gpu-gl-pci']).optional(),
@@ -605,7 +606,7 @@ export async function buildApi(deps: ApiDeps) {
           'Add a NIC to a stopped VM: user-mode unless net says otherwise; the model of its first NIC and a new MAC unless given',
         params: nameParams,
         body: z.strictObject({
-          model: z.enum(['virtio-net-pci', 'e1000e', 'e1000', 'rtl8139']).optional(),
+          model: z.enum(NIC_MODELS).optional(),
           mac: z.string().optional(),
           net: netSpec.optional(),
         }),

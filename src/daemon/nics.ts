@@ -5,17 +5,36 @@ import { findPasst, isPasstFor, PasstError, startPasst } from '../net/passt.js';
 import { checkPortsFree, PortInUseError } from '../net/ports.js';
 import { macvtapName, tapName, wireNics, type NicWiring } from '../net/wiring.js';
 import { readPidfile, reapHelper } from '../qemu/process.js';
-import type { ForwardSpec, VmSpec } from '../spec/schema.js';
+import type { ForwardSpec, NetSpec, VmSpec } from '../spec/schema.js';
 import { conflict, UserError } from './errors.js';
 import type { runtimeFiles } from './paths.js';
 
 type Files = ReturnType<typeof runtimeFiles>;
 
-/** Where a NIC's bridge is missing, what to do about it. */
-const noBridge = (bridge: string, network?: string) =>
-  network
-    ? `private network "${network}" is not up (no bridge ${bridge}): see "phyllome network list", or create it with "phyllome network create ${network}"`
-    : `there is no bridge ${bridge} on this host: create one with "ip link add ${bridge} type bridge && ip link set ${bridge} up" (and add your LAN NIC to it), or with nmcli or systemd-networkd`;
+/** A NIC's bridge must be there; the error says how to make it (a private network's: how to see it). */
+async function checkBridge(bridge: string, network?: string): Promise<void> {
+  if (await isBridge(bridge)) return;
+  throw new UserError(
+    network
+      ? `private network "${network}" is not up (no bridge ${bridge}): see "phyllome network list", or create it with "phyllome network create ${network}"`
+      : `there is no bridge ${bridge} on this host: create one with "ip link add ${bridge} type bridge && ip link set ${bridge} up" (and add your LAN NIC to it), or with nmcli or systemd-networkd`,
+  );
+}
+
+async function checkHostNic(device: string): Promise<void> {
+  if (!(await linkExists(device))) {
+    throw new UserError(`there is no network interface ${device} on this host: see "ip link" for the NICs`);
+  }
+}
+
+/**
+ * The host bridge or host NIC a NIC plugs into must exist, as its start will check; refused with the
+ * start's words. A private network's bridge is the network's, checked by the networks themselves.
+ */
+export async function checkHostSide(net: NetSpec): Promise<void> {
+  if (net.type === 'bridge') await checkBridge(net.bridge);
+  if (net.type === 'macvtap') await checkHostNic(net.device);
+}
 
 /**
  * Makes the host side of every NIC before QEMU starts: checks forwarded ports are free, starts passt
@@ -43,11 +62,7 @@ export async function plugNics(spec: VmSpec, files: Files): Promise<{ nets: NicW
         if (process.getuid?.() !== 0) {
           throw new UserError(`NIC ${i} is a macvtap on ${w.device}: that needs phyllomed to run as root`);
         }
-        if (!(await linkExists(w.device))) {
-          throw new UserError(
-            `there is no network interface ${w.device} on this host: see "ip link" for the NICs`,
-          );
-        }
+        await checkHostNic(w.device);
         await deleteLink(w.ifname); // a crash's leftover
         fds.push(await addMacvtap(w.ifname, w.device, w.mac));
       } else if (w.kind === 'tap') {
@@ -55,9 +70,7 @@ export async function plugNics(spec: VmSpec, files: Files): Promise<{ nets: NicW
         if (process.getuid?.() !== 0) {
           throw new UserError(`NIC ${i} joins bridge ${w.bridge}: that needs phyllomed to run as root`);
         }
-        if (!(await isBridge(w.bridge))) {
-          throw new UserError(noBridge(w.bridge, nic.type === 'network' ? nic.network : undefined));
-        }
+        await checkBridge(w.bridge, nic.type === 'network' ? nic.network : undefined);
         await deleteLink(w.ifname); // a crash's leftover tap of this very NIC
         await addTap(w.ifname, w.bridge);
       }

@@ -39,6 +39,7 @@ import {
   type DiskSpec,
   type ForwardSpec,
   type NetSpec,
+  type NicSpec,
   type VmSpec,
   type VmSpecInput,
 } from '../spec/schema.js';
@@ -76,7 +77,8 @@ import {
   type SnapshotTarget,
 } from './snapshots.js';
 import { StateStore } from './store.js';
-import { checkForwardsFree, closeFds, plugNics, replugTaps, unplugNics } from './nics.js';
+import { checkForwardsFree, checkHostSide, closeFds, plugNics, replugTaps, unplugNics } from './nics.js';
+import { noSuchNic, withNic, withoutNic, type NicRequest } from '../spec/nics.js';
 import type { NetworkManager } from './networks.js';
 import type { Lease } from '../net/dnsmasq.js';
 import { findPasst } from '../net/passt.js';
@@ -532,8 +534,8 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
   }
 
   /** Every NIC on a private network must name one that exists; the error says how to make it. */
-  private checkNetworks(spec: VmSpec): void {
-    for (const nic of spec.nics) {
+  private checkNetworks(nics: readonly NicSpec[]): void {
+    for (const nic of nics) {
       if (nic.net.type === 'network' && !this.networks?.has(nic.net.network)) {
         throw new UserError(
           `no network named "${nic.net.network}": create it with "phyllome network create ${nic.net.network}" (see "phyllome network list")`,
@@ -545,19 +547,16 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
   }
 
   /**
-   * Adds a NIC to a stopped VM (QEMU's NICs are set at its start). It takes the model of the VM's
-   * first NIC, which the planner picked for the guest's drivers, and a new MAC, unless given.
+   * Adds a NIC to a stopped VM (QEMU's NICs are set at its start), checked as at create, and what it
+   * plugs into as its start would: a missing network, bridge or host NIC is refused now.
    */
-  nicAdd(
-    name: string,
-    nic: { model?: string | undefined; mac?: string | undefined; net?: unknown },
-  ): Promise<VmInfo> {
+  nicAdd(name: string, nic: NicRequest): Promise<VmInfo> {
     return this.withLock(name, 'nic add', async () => {
       const vm = this.stoppedFor(name, 'add a NIC');
-      const model = nic.model ?? vm.spec.nics[0]?.model ?? 'virtio-net-pci';
-      const added = { model, net: nic.net ?? { type: 'user' }, ...(nic.mac ? { mac: nic.mac } : {}) };
-      const spec = respec(vm.spec, { nics: [...vm.spec.nics, added] as VmSpecInput['nics'] });
-      this.checkNetworks(spec);
+      const spec = respec(vm.spec, { nics: withNic(vm.spec.nics, nic) });
+      const added = spec.nics.at(-1)!;
+      this.checkNetworks([added]);
+      await checkHostSide(added.net);
       await this.store.writeSpec(spec);
       vm.spec = spec;
       return this.info(name);
@@ -568,27 +567,21 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
   nicRemove(name: string, index: number): Promise<VmInfo> {
     return this.withLock(name, 'nic remove', async () => {
       const vm = this.stoppedFor(name, 'remove a NIC');
-      const { nics } = vm.spec;
-      if (!nics[index]) {
-        throw new UserError(
-          nics.length
-            ? `VM "${name}" has NICs 0 to ${nics.length - 1}, not ${index}: see "phyllome status ${name}"`
-            : `VM "${name}" has no NICs`,
-          404,
-          'not-found',
-        );
-      }
-      const spec = respec(vm.spec, { nics: nics.filter((_, i) => i !== index) });
+      const nics = withoutNic(vm.spec.nics, index);
+      if (!nics) throw new UserError(noSuchNic(name, vm.spec.nics.length, index), 404, 'not-found');
+      const spec = respec(vm.spec, { nics });
       await this.store.writeSpec(spec);
       vm.spec = spec;
       return this.info(name);
     });
   }
 
-  /** A VM whose hardware may change: only a stopped one, since QEMU's devices are set at its start. */
+  /** A VM whose NICs may change: only a stopped one, since QEMU sets its devices at start. */
   private stoppedFor(name: string, what: string): Vm {
     const vm = this.get(name);
-    if (vm.state !== 'stopped') throw conflict(`stop VM "${name}" to ${what}: QEMU sets its NICs at start`);
+    if (vm.state !== 'stopped') {
+      throw conflict(`stop VM "${name}" to ${what}: QEMU sets its NICs at start (it is ${vm.state})`);
+    }
     return vm;
   }
 
@@ -699,7 +692,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
         createdAt: new Date().toISOString(),
       };
       await checkFiles(spec, new Set([...newDisks.map((d) => d.file), ...(seed ? [seed] : [])]));
-      this.checkNetworks(spec);
+      this.checkNetworks(spec.nics);
       if (spec.tpm) await findSwtpm().catch(userErrorsFrom(SwtpmError));
       if (needsKey(spec) && !newDisks.some((d) => d.encrypted)) {
         throw new UserError(
@@ -805,7 +798,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     const state = stateFiles(this.layout, spec.name);
     await Promise.all([rm(files.qemuLog, { force: true }), rm(files.serialLog, { force: true })]);
     const key = needsKey(spec) ? await this.keystore.keyFor(spec.uuid).catch(keystoreError) : undefined;
-    this.checkNetworks(spec);
+    this.checkNetworks(spec.nics);
     const swtpm = spec.tpm ? await this.startTpm(vm) : undefined;
     let nets, fds;
     try {
@@ -1362,7 +1355,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
         throw conflict(`a VM named "${spec.name}" already exists here: delete or rename one of them first`);
       }
       await checkFiles(spec, new Set(spec.disks.filter((d) => !d.readOnly).map((d) => d.path)));
-      this.checkNetworks(spec);
+      this.checkNetworks(spec.nics);
       const key = needsKey(spec) ? await this.keystore.newKey(spec.uuid).catch(keystoreError) : undefined;
       // The TPM's state arrives in the stream; this swtpm keeps it under a key of its own.
       if (spec.tpmEncrypted) await this.keystore.newKey(tpmKeyId(spec.uuid)).catch(keystoreError);

@@ -1,6 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { z } from 'zod';
+import { NIC_MODELS } from './nics.js';
 import { NETWORK_NAME_RE, NETWORK_NAME_RULE, VM_NAME_RE, vmNameProblem } from './names.js';
 import { SizeError, formatSize, parseSize } from './size.js';
 
@@ -134,7 +135,7 @@ export const netSpec = z.discriminatedUnion('type', [
 
 export const nicSpec = z
   .strictObject({
-    model: z.enum(['virtio-net-pci', 'e1000e', 'e1000', 'rtl8139']),
+    model: z.enum(NIC_MODELS),
     mac: z
       .string()
       .regex(MAC_RE, 'must be a locally administered MAC like 52:54:00:12:34:56')
@@ -258,7 +259,7 @@ export const vmSpecInputFields = z.strictObject({
   /** Windows keeps the hardware clock in local time, everything else in UTC. */
   clock: z.enum(['utc', 'localtime']).default('utc'),
   cdroms: z.array(cdromSpec).max(4).default([]),
-  nics: z.array(nicSpec).max(8).default([]),
+  nics: z.array(nicSpec).max(8, 'a VM has at most 8 NICs').default([]),
   input: z.enum(['ps2', 'usb-tablet', 'virtio-tablet']).default('ps2'),
   sound: z.enum(['none', 'ich9-intel-hda', 'ac97']).default('none'),
   rng: z.boolean().default(false),

@@ -314,8 +314,19 @@ export function tcpCall(
   headers: Record<string, string | number>,
   body?: Buffer | string,
 ): Promise<TcpAnswer> {
+  return call({ host: '127.0.0.1', port, method, path: url, headers }, body);
+}
+
+/** One request to the daemon on its Unix socket (as the CLI), a JSON body sent, its answer read back. */
+export function socketCall(h: TestHome, method: string, url: string, body?: unknown): Promise<TcpAnswer> {
+  const json = body === undefined ? undefined : JSON.stringify(body);
+  const headers = json === undefined ? {} : { 'content-type': 'application/json' };
+  return call({ socketPath: path.join(h.run, 'phyllomed.sock'), method, path: url, headers }, json);
+}
+
+function call(options: http.RequestOptions, body?: Buffer | string): Promise<TcpAnswer> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method, path: url, headers }, (res) => {
+    const req = http.request(options, (res) => {
       let text = '';
       res.on('data', (d: Buffer) => (text += d.toString()));
       res.on('end', () => resolve({ status: res.statusCode!, body: text ? JSON.parse(text) : {} }));

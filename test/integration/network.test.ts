@@ -261,6 +261,10 @@ describe.skipIf(!isRoot)('networking (in a network namespace of the test)', () =
     await ok(h, ['stop', 'lan', '--force']);
     expect((await ns.links()).filter((l) => l.startsWith('pht'))).toEqual([]);
     expect(await ns.links()).toContain('br0');
+    // A NIC added on a bridge that is there is taken (one that is not is refused: nics.test.ts).
+    expect(await ok(h, ['net', 'add', 'lan', '--net', 'bridge=br0'])).toMatch(
+      /^Added NIC 1 to "lan": .* on bridge br0\./,
+    );
   });
 
   it('puts a VM on a host NIC’s LAN through a macvtap carrying its MAC, removed when it stops', async () => {
