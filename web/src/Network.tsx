@@ -197,14 +197,14 @@ function AddNic(props: {
   const target = draft.kind === 'user' ? undefined : NIC_TARGETS[draft.kind];
   return (
     <Form
-      aria-label="Add a NIC"
+      aria-label="Add a network interface"
       onSubmit={(e) => {
         e.preventDefault();
         void submit();
       }}
     >
       <Title headingLevel="h3" className="pf-v6-u-mt-md">
-        Add a NIC
+        Add a network interface
       </Title>
       <Flex alignItems={{ default: 'alignItemsFlexEnd' }}>
         <Choice
