@@ -116,7 +116,7 @@ export async function runDaemon(options: DaemonOptions = {}): Promise<void> {
   if (options.listen) token = await loadToken(options.tokenFile ?? path.join(layout.home, 'api-token'));
   const address = options.listen ? parseApiAddress(options.listen, '--listen') : undefined;
   const listener = address && { ...address, tls: !isLoopback(address.host) };
-  const planner = new GuestPlanner(accel, host.features);
+  const planner = new GuestPlanner(accel, host);
   const app = await buildApi({
     manager,
     networks,

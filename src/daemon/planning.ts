@@ -1,7 +1,6 @@
-import { localDisplay } from '../host/display.js';
 import type { AccelDecision } from '../host/accel.js';
+import type { HostFacts } from './vms.js';
 import { FIRMWARE_DIRS, FirmwareError, readFirmwareDescriptors } from '../host/firmware.js';
-import type { QemuFeatures } from '../host/qemu-features.js';
 import { readHost } from '../host/report.js';
 import { planGraphics, type Intent, type Strategy } from '../guest/graphics-plan.js';
 import { identifyIso, IsoError } from '../guest/iso.js';
@@ -39,7 +38,7 @@ export class GuestPlanner {
 
   constructor(
     private readonly accel: Promise<AccelDecision>,
-    private readonly features: () => Promise<QemuFeatures>,
+    private readonly host: Pick<HostFacts, 'features' | 'localDisplay'>,
     private readonly env: NodeJS.ProcessEnv = process.env,
   ) {}
 
@@ -93,7 +92,7 @@ export class GuestPlanner {
     const virtioWin = this.env.PHYLLOME_VIRTIO_WIN ?? VIRTIO_WIN;
     const [report, features, accel, firmware, hasVirtioWin, passt] = await Promise.all([
       readHost('/'),
-      this.features(),
+      this.host.features(),
       this.accel,
       readFirmwareDescriptors(firmwareDirs),
       exists(virtioWin),
@@ -102,7 +101,7 @@ export class GuestPlanner {
     // A named GPU may be the host's own display: single-GPU passthrough, with its caveats.
     const graphics = planGraphics(report, features, guestFamily(os), intent, {
       allowBootGpu: !!body.overrides?.gpu,
-      localDisplay: localDisplay(this.env),
+      localDisplay: this.host.localDisplay,
     });
     let plan: GuestPlan;
     try {
