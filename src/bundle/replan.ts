@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { pickFirmware, type FirmwareDescriptor } from '../host/firmware.js';
 import { BUNDLE_DIR } from './layout.js';
-import { withoutWindow } from '../spec/window.js';
+import { offScreen } from '../spec/window.js';
 import { hostDeviceAddresses, randomMac, renewMdevs, type NetSpec, type VmSpec } from '../spec/schema.js';
 
 /** What the importing host offers, gathered by the daemon; the replanning itself is pure. */
@@ -110,7 +110,7 @@ export function replan(
     });
   }
   if (out.graphics.window && !host.localDisplay) {
-    out = { ...out, graphics: withoutWindow(out.graphics, host.renderNodes) };
+    out = { ...out, graphics: offScreen(out.graphics, host.renderNodes) };
     changes.push({
       what: 'graphics: web console only, no window',
       why: "this host's daemon has no screen of its own to open the VM's window on (neither WAYLAND_DISPLAY nor DISPLAY)",

@@ -1,5 +1,5 @@
 import { renderNodes } from '../host/display.js';
-import { withoutWindow, withWindow } from '../spec/window.js';
+import { offScreen, withWindow } from '../spec/window.js';
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { constants } from 'node:fs';
@@ -813,7 +813,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
       // this host's first GPU, else on the CPU: egl-headless would not find one by itself.
       spec: spec.graphics.window
         ? spec
-        : { ...spec, graphics: withoutWindow(spec.graphics, await renderNodes()) },
+        : { ...spec, graphics: offScreen(spec.graphics, await renderNodes()) },
       files,
       state,
       accel: decision.accel,
@@ -1758,7 +1758,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
     });
   }
 
-  /** Changes a stopped VM's CPUs and memory; the spec's own rules check the values. */
+  /** Changes a stopped VM's CPUs, memory or window; the spec's own rules check the values. */
   changeSettings(
     name: string,
     change: { cpus?: number | undefined; memory?: string | undefined; window?: boolean | undefined },
@@ -1778,7 +1778,7 @@ export class VmManager extends EventEmitter<{ event: [VmEvent] }> {
           ? vm.spec.graphics
           : window
             ? withWindow(vm.spec.graphics)
-            : withoutWindow(vm.spec.graphics, await renderNodes());
+            : offScreen(vm.spec.graphics, await renderNodes());
       const spec = respec(vm.spec, { ...resources, graphics });
       await this.store.writeSpec(spec);
       vm.spec = spec;

@@ -13,10 +13,11 @@ export function withWindow(g: GraphicsSpec): GraphicsSpec {
 }
 
 /**
- * Off-screen again (web console only): a GL screen gets the off-screen renderer's GPU back, this
- * host's first render node, else /dev/null (Mesa's llvmpipe), as egl-headless finds none by itself.
+ * Off-screen only (the web console; no window): a GL screen gets the off-screen renderer's GPU where
+ * none is named, this host's first render node, else /dev/null (Mesa's llvmpipe), as egl-headless
+ * finds none by itself.
  */
-export function withoutWindow(g: GraphicsSpec, renderNodes: string[]): GraphicsSpec {
+export function offScreen(g: GraphicsSpec, renderNodes: string[]): GraphicsSpec {
   const { window: _shown, ...rest } = g;
   return glScreen(rest) && !rest.renderNode ? { ...rest, renderNode: renderNodes[0] ?? '/dev/null' } : rest;
 }

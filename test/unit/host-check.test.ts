@@ -6,7 +6,7 @@ import { planGraphics } from '../../src/guest/graphics-plan.js';
 import { localDisplay } from '../../src/host/display.js';
 import { hostFindings } from '../../src/host/findings.js';
 import { readHost } from '../../src/host/report.js';
-import { withoutWindow, withWindow } from '../../src/spec/window.js';
+import { offScreen, withWindow } from '../../src/spec/window.js';
 import { QEMU_72 } from '../fixtures/qemu.js';
 
 let root: string;
@@ -156,11 +156,11 @@ describe("VM windows on the host's own screen", () => {
   it('turns a window on and off: the off-screen renderer gets a render node back', () => {
     const gl = { device: 'virtio-vga-gl' as const, renderNode: '/dev/dri/renderD128' };
     expect(withWindow(gl)).toEqual({ device: 'virtio-vga-gl', window: true });
-    expect(withoutWindow(withWindow(gl), ['/dev/dri/renderD129'])).toEqual({
+    expect(offScreen(withWindow(gl), ['/dev/dri/renderD129'])).toEqual({
       device: 'virtio-vga-gl',
       renderNode: '/dev/dri/renderD129',
     });
-    expect(withoutWindow(withWindow(gl), [])).toEqual({ device: 'virtio-vga-gl', renderNode: '/dev/null' });
-    expect(withoutWindow({ device: 'vga', window: true }, [])).toEqual({ device: 'vga' });
+    expect(offScreen(withWindow(gl), [])).toEqual({ device: 'virtio-vga-gl', renderNode: '/dev/null' });
+    expect(offScreen({ device: 'vga', window: true }, [])).toEqual({ device: 'vga' });
   });
 });
