@@ -24,6 +24,7 @@ import {
   emptyForward,
   emptyNic,
   forwardText,
+  NIC_MODELS,
   NIC_TARGETS,
   networkWarnings,
   nicBody,
@@ -146,7 +147,6 @@ const KINDS: { kind: NicKind; label: string }[] = [
   { kind: 'bridge', label: 'A host bridge' },
   { kind: 'macvtap', label: "A host NIC's LAN (macvtap)" },
 ];
-const MODELS = ['virtio-net-pci', 'e1000e', 'e1000', 'rtl8139'];
 
 /** A form's line under its fields: what is wrong with it, else how it works. */
 function Hint({ error, help }: { error: string | undefined; help: string }) {
@@ -242,7 +242,10 @@ function AddNic(props: {
           id="nic-model"
           label="Model"
           value={draft.model}
-          options={[{ value: '', label: 'As the first NIC' }, ...MODELS.map((m) => ({ value: m, label: m }))]}
+          options={[
+            { value: '', label: 'As the first NIC' },
+            ...NIC_MODELS.map((m) => ({ value: m, label: m })),
+          ]}
           onChange={(v) => setDraft({ ...draft, model: v })}
         />
         <Button type="submit" isDisabled={!props.stopped || props.busy}>

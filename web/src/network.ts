@@ -117,6 +117,9 @@ export function networkBody(d: { name: string; subnet: string; nat: boolean }) {
   return { name: d.name.trim(), ...(subnet ? { subnet } : {}), ...(d.nat ? { nat: true } : {}) };
 }
 
+/** The NIC models a VM may have (src/spec/nics.ts NIC_MODELS). */
+export const NIC_MODELS = ['virtio-net-pci', 'e1000e', 'e1000', 'rtl8139'];
+
 /** What a new NIC plugs into, as the add-NIC form offers it (the CLI's --net). */
 export type NicKind = 'user' | 'network' | 'bridge' | 'macvtap';
 

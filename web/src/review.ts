@@ -3,6 +3,7 @@
  * overrides become the rows shown, so the page itself only renders. The planner re-plans with the
  * overrides; until its answer comes, an overridden row already shows what was chosen.
  */
+import { NIC_MODELS } from './network.js';
 
 export interface Choice {
   item: string;
@@ -56,7 +57,7 @@ const overridable: Record<string, { key: Pick; options: string[] }> = {
   firmware: { key: 'firmware', options: ['bios', 'uefi', 'uefi-secure'] },
   tpm: { key: 'tpm', options: ['on', 'off'] },
   'disk bus': { key: 'diskBus', options: ['virtio', 'sata', 'ide'] },
-  network: { key: 'nic', options: ['virtio-net-pci', 'e1000e', 'e1000', 'rtl8139', 'none'] },
+  network: { key: 'nic', options: [...NIC_MODELS, 'none'] },
   input: { key: 'input', options: ['ps2', 'usb-tablet', 'virtio-tablet'] },
   sound: { key: 'sound', options: ['none', 'ich9-intel-hda', 'ac97'] },
   graphics: { key: 'graphics', options: ['none', 'vga', 'virtio-vga', 'virtio-vga-gl', 'virtio-gpu-gl-pci'] },
